@@ -1,0 +1,35 @@
+# RankVideo pipeline: videos -> captions -> teacher labels -> training data -> stage 1 -> stage 2
+# -> reranked runs -> metrics. The default config runs end to end on 2 CPU cores:
+#     snakemake --cores all results/metrics.tsv
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# the package lives beside this file; an installed copy works too
+sys.path.insert(0, workflow.basedir)
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/first_stage.smk"
+include: "rules/evaluate.smk"
+
+
+# light rules run on the submitting node under --profile slurm
+localrules:
+    all,
+    synthetic_benchmark,
+    first_stage,
+    evaluate,
+    metrics,
+
+
+rule all:
+    input:
+        "results/metrics.tsv",
+    default_target: True

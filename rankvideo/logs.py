@@ -1,0 +1,38 @@
+"""Logging for command-line entry points and pipeline scripts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup(level: int = logging.INFO) -> None:
+    """Log to stderr (command-line use)."""
+    logging.basicConfig(level=level, format=FORMAT, force=True)
+
+
+@contextlib.contextmanager
+def to_file(path: str | Path, level: int = logging.INFO):
+    """Send logging, warnings and stderr (progress bars) of a pipeline step to its log file.
+
+    An exception is logged with its traceback before it propagates, so the log file says why
+    the step failed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", buffering=1) as handle:
+        logging.basicConfig(level=level, format=FORMAT, stream=handle, force=True)
+        logging.captureWarnings(True)
+        with contextlib.redirect_stderr(handle):
+            try:
+                yield
+            except BaseException:
+                logging.getLogger("rankvideo").exception("step failed")
+                raise
+            finally:
+                logging.shutdown()
+        sys.stderr.flush()

@@ -1,0 +1,70 @@
+# Config validation, paths of the dataset's files and wildcard constraints: the one place that
+# knows where each input comes from (generated synthetic benchmark or the user's files).
+from pathlib import Path
+
+from rankvideo import config as rv_config
+
+# every key documented, typed and defaulted in rankvideo/schemas/config.schema.yaml;
+# unknown or mistyped keys stop the run with a message naming them
+try:
+    rv_config.validate(config)
+except rv_config.ConfigError as error:
+    raise ValueError(str(error)) from None
+if rv_config.missing_paths(config):
+    raise ValueError("dataset.kind=files needs these config keys to name files: "
+                     + ", ".join(rv_config.missing_paths(config)))
+
+DATASET = config["dataset"]
+SYNTHETIC = DATASET["kind"] == "synthetic"
+BENCHMARK = "results/benchmark"
+SYSTEMS = config["systems"]
+EVAL = config["evaluation"]
+
+wildcard_constraints:
+    split="train|test",
+    system="|".join(SYSTEMS),
+
+
+def queries_tsv(split):
+    if SYNTHETIC:
+        return f"{BENCHMARK}/queries_{split}.tsv"
+    return DATASET["queries"][split]
+
+
+def qrels_file(split):
+    if SYNTHETIC:
+        return f"{BENCHMARK}/qrels.txt"
+    return DATASET["qrels"][split]
+
+
+def asr_jsonl():
+    if SYNTHETIC:
+        return f"{BENCHMARK}/transcripts.jsonl"
+    return DATASET["asr"]
+
+
+def splits():
+    """Splits with queries: always test; train where the dataset has training queries."""
+    has_train = SYNTHETIC or bool(DATASET["queries"]["train"])
+    return ["train", "test"] if has_train else ["test"]
+
+
+def first_stage_inputs(wildcards):
+    inputs = {"queries": queries_tsv(wildcards.split)}
+    if config["first_stage"]["method"] == "bm25":
+        inputs["documents"] = asr_jsonl()
+    else:
+        inputs["run"] = config["first_stage"]["files"][wildcards.split]
+    return inputs
+
+
+def system_inputs(wildcards):
+    """First-stage run, qrels and test queries; reranked systems add their prediction folder."""
+    inputs = {
+        "first_stage": "results/first_stage/test.json",
+        "qrels": qrels_file("test"),
+        "queries": queries_tsv("test"),
+    }
+    if wildcards.system != "first_stage":
+        inputs["predictions"] = f"results/rerank/{wildcards.system}/predictions"
+    return inputs

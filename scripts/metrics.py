@@ -1,0 +1,8 @@
+from rankvideo import logs
+from rankvideo.metrics import build_metrics_table
+
+with logs.to_file(snakemake.log[0]):
+    systems = snakemake.params.systems
+    build_metrics_table(dict(zip(systems, snakemake.input.per_query)), dict(zip(systems, snakemake.input.summaries)),
+                        snakemake.output.table, snakemake.output.per_query, snakemake.output.plot,
+                        baseline="first_stage", measure=snakemake.params.measure)
