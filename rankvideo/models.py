@@ -1,0 +1,113 @@
+"""Loading models and processors: a local folder or a hub id, ``cache_dir``, offline mode.
+
+Nothing is downloaded when ``HF_HUB_OFFLINE=1`` (or ``local_files_only=True``); a name that is
+neither a local folder nor in the cache then fails with one sentence. ``trust_remote_code`` is off
+and only safetensors weights load unless the caller turns them on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(OSError):
+    """A model name that is neither a local folder nor available from the hub or its cache."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    cache_dir: str | None = None
+    local_files_only: bool | None = None  # None: follow HF_HUB_OFFLINE
+    trust_remote_code: bool = False
+    use_safetensors: bool = True
+    revision: str | None = None
+
+    def offline(self) -> bool:
+        if self.local_files_only is not None:
+            return self.local_files_only
+        return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+    def kwargs(self) -> dict:
+        return {"cache_dir": self.cache_dir, "local_files_only": self.offline(),
+                "trust_remote_code": self.trust_remote_code, "revision": self.revision}
+
+
+def resolve(name_or_path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> str:
+    """A local folder as is; a hub id checked against the cache (offline) or left to the hub."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"model folder {path} has no config.json")
+        return str(path)
+    name = str(name_or_path)
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"model path {path} is not a folder")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, cache_dir=options.cache_dir, revision=options.revision,
+                                 local_files_only=options.offline())
+    except Exception as error:  # the hub raises many kinds; the user needs one sentence
+        where = f"the Hugging Face cache ({options.cache_dir or 'default location'})"
+        mode = "offline mode is on (HF_HUB_OFFLINE=1)" if options.offline() else f"the hub could not provide it ({type(error).__name__})"
+        raise ModelNotFoundError(f"model {name!r} is neither a local folder nor in {where}, and {mode}") from None
+
+
+def torch_dtype(name: str | None, device: str):
+    import torch
+
+    if name in (None, "auto"):
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use float32, bfloat16 or float16") from None
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_vlm(name_or_path, options: LoadOptions = LoadOptions(), device: str | None = None, dtype: str | None = None,
+             attn_implementation: str | None = None):
+    """(model, processor) of a video-language model, in eval mode on ``device``."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = resolve(name_or_path, options)
+    device = device or default_device()
+    kwargs = options.kwargs()
+    processor = AutoProcessor.from_pretrained(path, **kwargs)
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=torch_dtype(dtype, device), use_safetensors=options.use_safetensors,
+        **({"attn_implementation": attn_implementation} if attn_implementation else {}), **kwargs)
+    model.to(device).eval()
+    log.info("loaded %s (%s, %s) on %s", name_or_path, type(model).__name__, model.dtype, device)
+    return model, processor
+
+
+def load_causal_lm(name_or_path, options: LoadOptions = LoadOptions(), device: str | None = None,
+                   dtype: str | None = None):
+    """(model, tokenizer) of a text LLM (the teacher), in eval mode on ``device``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve(name_or_path, options)
+    device = device or default_device()
+    kwargs = options.kwargs()
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype, device),
+                                                 use_safetensors=options.use_safetensors, **kwargs)
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def model_name(name_or_path) -> str:
+    """A short name for output files: the folder's or hub id's last part."""
+    return Path(str(name_or_path).rstrip("/")).name or "model"

@@ -1,0 +1,153 @@
+"""The one prompt module: every prompt that training and inference show a model comes from here.
+
+Reranking prompts (:data:`RERANK_VARIANTS`):
+
+- ``default``: the prompt stage 2 is trained with (REFERENCE.md), system, then the video, then the
+  query. The assistant turn is prefilled with ``<answer>`` and the relevance score is read at the
+  next position: exactly where training reads ``logit[yes] - logit[no]``. Video-first also lets a
+  prefix cache share one video's tokens across all the queries it is a candidate for.
+- ``reference_inference``: the released inference prompt, byte for byte (query text first, then
+  the video, other wording, no prefill; the score is read at the first assistant position), for
+  checking published weights.
+
+Also here: the stage-1 caption prompt, the teacher's evidence prompt and the answer-token sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+SYSTEM_PREFIX = "You are a helpful assistant specialized in video and text understanding."
+
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+YES, NO = "yes", "no"
+
+
+@dataclass(frozen=True)
+class RerankPrompt:
+    """One reranking prompt: system text, user template, content order and answer prefill."""
+
+    name: str
+    system: str
+    user: str  # template with {query}
+    video_first: bool
+    answer_prefix: str  # appended after the generation prompt; the score is read right after it
+
+    def user_content(self, query: str, video: Any = None) -> list[dict]:
+        text = {"type": "text", "text": self.user.format(query=query)}
+        video_item = {"type": "video", "video": video} if video is not None else {"type": "video"}
+        return [video_item, text] if self.video_first else [text, video_item]
+
+    def messages(self, query: str, video: Any = None) -> list[dict]:
+        return [
+            {"role": "system", "content": [{"type": "text", "text": self.system}]},
+            {"role": "user", "content": self.user_content(query, video)},
+        ]
+
+
+RERANK_VARIANTS = {
+    "default": RerankPrompt(
+        name="default",
+        system=f"{SYSTEM_PREFIX} Given a text query and a video, determine if the video is relevant.",
+        user="Query: {query}\nIs the video relevant? Answer with yes or no.",
+        video_first=True,
+        answer_prefix=ANSWER_OPEN,
+    ),
+    "reference_inference": RerankPrompt(
+        name="reference_inference",
+        system=(f"{SYSTEM_PREFIX} Given a text query and a video, your task is to determine if the video is "
+                "relevant to the query. Respond with <answer>yes</answer> if the video is relevant, or "
+                "<answer>no</answer> if it is not. "),
+        user="Query: {query}\nIs the video relevant to the query? Respond with <answer>yes</answer> or "
+             "<answer>no</answer>.",
+        video_first=False,
+        answer_prefix="",
+    ),
+}
+
+
+def rerank_prompt(variant: str = "default") -> RerankPrompt:
+    try:
+        return RERANK_VARIANTS[variant]
+    except KeyError:
+        raise ValueError(f"unknown prompt variant {variant!r}; known: {', '.join(RERANK_VARIANTS)}") from None
+
+
+def answer_text(relevant: bool) -> str:
+    """The stage-2 training target."""
+    return f"{ANSWER_OPEN}{YES if relevant else NO}{ANSWER_CLOSE}"
+
+
+def render_rerank(processor_or_tokenizer, query: str, variant: str = "default") -> str:
+    """The exact text a model sees for one (query, video) pair, up to the scored position.
+
+    The video appears as the chat template renders it (one vision_start, video pad, vision_end);
+    the processor expands the pad into the video's tokens.
+    """
+    prompt = rerank_prompt(variant)
+    text = processor_or_tokenizer.apply_chat_template(prompt.messages(query), tokenize=False,
+                                                      add_generation_prompt=True)
+    return text + prompt.answer_prefix
+
+
+# ----------------------------------------------------------------------------- stage 1: captions
+
+CAPTION_SYSTEM = (f"{SYSTEM_PREFIX} Given a video, your task is to produce an accurate caption. "
+                  "Respond within <think></think>")
+CAPTION_USER = "Caption this video. Respond within <think></think>."
+
+
+def caption_messages(video: Any = None) -> list[dict]:
+    video_item = {"type": "video", "video": video} if video is not None else {"type": "video"}
+    return [
+        {"role": "system", "content": [{"type": "text", "text": CAPTION_SYSTEM}]},
+        {"role": "user", "content": [video_item, {"type": "text", "text": CAPTION_USER}]},
+    ]
+
+
+def caption_target(caption: str) -> str:
+    return f"{THINK_OPEN}{caption}{THINK_CLOSE}"
+
+
+# ----------------------------------------------------------------------------- teacher (text LLM)
+
+TEACHER_SYSTEM = ("You are a careful assistant. Given a text query and evidence about a video (a caption and an "
+                  "ASR transcript), decide whether the video is relevant to the query. Reason inside "
+                  "<think></think>, then answer with <answer>yes</answer> or <answer>no</answer>.")
+TEACHER_USER = "Query: {query}\n[Caption] {caption}\n[ASR] {asr}\nIs the video relevant to the query?"
+
+
+# ----------------------------------------------------------------------------- answer tokens
+
+
+@lru_cache(maxsize=8)
+def answer_token_ids(tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Every vocabulary id whose decoded text, stripped and lower-cased, is "yes" / "no".
+
+    Inference scores ``logsumexp(logp[yes ids]) - logsumexp(logp[no ids])`` over these sets, as
+    the reference does.
+    """
+    yes, no = [], []
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id]).strip().lower()
+        if text == YES:
+            yes.append(token_id)
+        elif text == NO:
+            no.append(token_id)
+    if not yes or not no:
+        raise ValueError(f"the tokenizer has no token that decodes to {'yes' if not yes else 'no'}")
+    return tuple(yes), tuple(no)
+
+
+def single_answer_ids(tokenizer) -> tuple[int, int]:
+    """The single ids of "yes" and "no" that training scores (``logit[yes] - logit[no]``)."""
+    ids = []
+    for word in (YES, NO):
+        encoded = tokenizer.encode(word, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"{word!r} is not a single token in this tokenizer: {encoded}")
+        ids.append(encoded[0])
+    return ids[0], ids[1]
