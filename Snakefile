@@ -17,6 +17,8 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/first_stage.smk"
+include: "rules/models.smk"
+include: "rules/rerank.smk"
 include: "rules/evaluate.smk"
 
 
@@ -25,6 +27,7 @@ localrules:
     all,
     synthetic_benchmark,
     first_stage,
+    gather_rerank,
     evaluate,
     metrics,
 

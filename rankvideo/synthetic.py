@@ -259,7 +259,7 @@ def encode_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
                                       options={"crf": str(crf), "preset": "medium", "threads": "1"})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.flags |= av.codec.context.Flags.bitexact if hasattr(av.codec.context, "Flags") else 0
+        stream.codec_context.flags |= av.codec.context.Flags.bitexact
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

@@ -569,6 +569,9 @@ def resize_like_qwen(video: "torch.Tensor", ele: Mapping[str, Any], image_patch_
     max_pixels = min(ele.get("max_pixels", max_pixels), max_pixels)
     resized_height, resized_width = vp.smart_resize(height, width, factor=factor,
                                                     min_pixels=min_pixels, max_pixels=max_pixels)
+    # smart_resize can floor a thin side to 0 under a small pixel budget (e.g. 200x48 at 4 tokens
+    # a frame); keep at least one visual token on each side so that every decodable video is scored
+    resized_height, resized_width = max(factor, resized_height), max(factor, resized_width)
     return F.resize(video, [resized_height, resized_width], interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 

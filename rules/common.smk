@@ -18,11 +18,15 @@ DATASET = config["dataset"]
 SYNTHETIC = DATASET["kind"] == "synthetic"
 BENCHMARK = "results/benchmark"
 SYSTEMS = config["systems"]
+RERANKED = [s for s in SYSTEMS if s != "first_stage"]
+SHARDS = [str(i) for i in range(config["rerank"]["shards"])]
 EVAL = config["evaluation"]
 
 wildcard_constraints:
     split="train|test",
     system="|".join(SYSTEMS),
+    shard=r"\d+",
+    kind="vlm|text",
 
 
 def queries_tsv(split):
@@ -68,3 +72,30 @@ def system_inputs(wildcards):
     if wildcards.system != "first_stage":
         inputs["predictions"] = f"results/rerank/{wildcards.system}/predictions"
     return inputs
+
+
+def model_source(system):
+    """Model folder or hub id that a reranked system scores with."""
+    if system == "base":
+        return config["models"]["base"] or "results/models/tiny-vlm"
+    raise ValueError(f"no model for system {system!r}")
+
+
+def rerank_inputs(wildcards):
+    inputs = {
+        "video2queries": "results/first_stage/video2queries_test.json",
+        "queries": queries_tsv("test"),
+    }
+    model = model_source(wildcards.system)
+    if model.startswith("results/"):
+        inputs["model"] = model
+    if SYNTHETIC:
+        inputs["videos"] = f"{BENCHMARK}/videos"
+    return inputs
+
+
+def video_source(wildcards):
+    """How the rerank scripts find videos: (folder, layout, index)."""
+    if SYNTHETIC:
+        return {"dir": f"{BENCHMARK}/videos", "layout": "flat", "index": None}
+    return DATASET["videos"]

@@ -36,7 +36,8 @@ def test_default_pipeline_end_to_end(tmp_path):
     repo = copy_repo(tmp_path / "a")
     snakemake(repo, "--cores", "2", "results/metrics.tsv")
     table = pd.read_csv(repo / "results/metrics.tsv", sep="\t")
-    assert list(table["system"]) == ["first_stage"]
+    assert list(table["system"]) == ["first_stage", "base"]
+    assert table.loc[1, "coverage"] == 1.0 and 0 <= table.loc[1, "p_value"] <= 1
     assert list(table.columns[:4]) == ["system", "n_queries", "coverage", "ndcg_cut_5"]
     assert "recall_50" in table.columns and table.columns[-1] == "p_value"
     assert table.loc[0, "n_queries"] == 24
@@ -47,9 +48,16 @@ def test_default_pipeline_end_to_end(tmp_path):
     ndcg = np.mean([m["ndcg_cut_10"] for m in evaluate_run(run, qrels, ks=(10,)).values()])
     assert table.loc[0, "ndcg_cut_10"] == pytest.approx(ndcg, abs=5e-5)
     # one log per rule, benchmark files on heavy rules, per-query table and plot
-    for log in ["synthetic_benchmark.log", "first_stage/test.log", "evaluate/first_stage.log", "metrics.log"]:
+    for log in ["synthetic_benchmark.log", "first_stage/test.log", "evaluate/first_stage.log", "metrics.log",
+                "tiny_model/vlm.log", "rerank/base/0.log", "rerank/base/1.log", "gather_rerank/base.log"]:
         assert (repo / "results/logs" / log).stat().st_size > 0, log
-    assert (repo / "results/benchmarks/synthetic_benchmark.tsv").exists()
+    for bench in ["synthetic_benchmark.tsv", "rerank/base/0.tsv"]:
+        assert (repo / "results/benchmarks" / bench).exists()
+    # the base system: every candidate pair scored once, gathered into one folder and a TREC run
+    predictions = formats.read_prediction_dir(repo / "results/rerank/base/predictions")
+    assert sum(map(len, predictions.values())) == 24 * 50
+    reranked = formats.read_trec_run(repo / "results/rerank/base/run.trec")
+    assert set(reranked) == set(run) and all(len(docs) == 50 for docs in reranked.values())
     per_query = pd.read_csv(repo / "results/per_query/ndcg_cut_10.tsv", sep="\t")
     assert len(per_query) == 24
     assert (repo / "results/plots/ndcg_at_k.png").read_bytes()[:4] == b"\x89PNG"
@@ -59,7 +67,8 @@ def test_default_pipeline_end_to_end(tmp_path):
     assert "Nothing to be done" in snakemake(repo, "--cores", "2", "results/metrics.tsv").stderr
     other = copy_repo(tmp_path / "b")
     snakemake(other, "--cores", "2", "results/metrics.tsv")
-    for name in ["metrics.tsv", "first_stage/test.trec", "benchmark/qrels.txt", "benchmark/videos/v0007.mp4"]:
+    for name in ["metrics.tsv", "first_stage/test.trec", "benchmark/qrels.txt", "benchmark/videos/v0007.mp4",
+                 "rerank/base/run.trec", "models/tiny-vlm/model.safetensors"]:
         assert (repo / "results" / name).read_bytes() == (other / "results" / name).read_bytes(), name
 
 
@@ -79,7 +88,7 @@ def test_multivent_config_plans_the_full_dag(repo_copy):
     make_multivent_placeholders(repo_copy)
     result = snakemake(repo_copy, "results/metrics.tsv", "-n", "--configfile", "config/multivent.yaml")
     rules = planned_rules(result.stdout + result.stderr)
-    assert rules == {"first_stage": 1, "evaluate": 1, "metrics": 1}, rules
+    assert rules == {"first_stage": 1, "rerank_shard": 16, "gather_rerank": 1, "evaluate": 2, "metrics": 1}, rules
     assert "synthetic_benchmark" not in result.stdout
 
 

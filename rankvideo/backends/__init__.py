@@ -1,0 +1,48 @@
+"""Scoring backends behind one small interface.
+
+A backend scores every query of one decoded video (:meth:`Backend.score_video`) and generates
+text for (video, prompt) requests (:meth:`Backend.generate`). Scores follow REFERENCE.md: for
+each pair ``logprob_yes``/``logprob_no`` are the logsumexp of the log-probabilities of every
+vocabulary token that decodes to yes / no at the answer position, ``logit_delta`` their
+difference and ``p_yes = sigmoid(logit_delta)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, Sequence
+
+from ..video import LoadedVideo
+
+BACKENDS = ("hf", "vllm")
+
+
+class Backend(Protocol):
+    name: str
+    model_name: str
+
+    def score_video(self, video: LoadedVideo, queries: Sequence[str]) -> list[dict]:
+        """One score dict per query, in order."""
+
+    def generate(self, video: LoadedVideo | None, messages: list[dict], max_new_tokens: int) -> str:
+        """Greedy continuation of a chat (its video item, if any, is ``video``)."""
+
+
+def pair_scores(logprob_yes: float, logprob_no: float) -> dict:
+    """The four fields of one scored pair (plus the published model card's alias)."""
+    delta = logprob_yes - logprob_no
+    p_yes = 1.0 / (1.0 + math.exp(-delta)) if delta > -700 else 0.0
+    return {"logprob_yes": logprob_yes, "logprob_no": logprob_no, "logit_delta": delta, "p_yes": p_yes}
+
+
+def create(name: str, model: str, **options) -> Backend:
+    """A backend by name: ``hf`` (transformers) or ``vllm``."""
+    if name == "hf":
+        from .hf import HFBackend
+
+        return HFBackend(model, **options)
+    if name == "vllm":
+        from .vllm import VLLMBackend
+
+        return VLLMBackend(model, **options)
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

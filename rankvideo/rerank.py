@@ -1,0 +1,340 @@
+"""Rerank: score every (query, candidate video) pair of a video2queries map, one JSON per video.
+
+    python -m rankvideo.rerank --model M --video2queries F --query-mapping Q --video-dir D --output-dir O \\
+        [--id-start N --id-end N] [--fps 2 --max-frames 32] [--backend hf|vllm] [--video-index TSV]
+
+Each video is decoded once and all of its queries are scored together. Output per video:
+``{output_dir}/{video_id}_reranking_{model_name}.json`` = ``{video_id: {qid: {logprob_yes,
+logprob_no, logit_delta, p_yes}}}``, written atomically. A rerun skips finished videos and redoes
+unreadable or incomplete ones; ``run_info.json`` records model, settings and code version, and a
+folder holding scores of another model or code is refused (or cleared with ``--restart``).
+Videos that cannot be read go to ``failures.jsonl``. Exit status: 0 when something was scored
+(or nothing was asked), 1 when pairs were asked but none could be scored, 2 on malformed input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import formats, logs, prompts
+from .video import FailureLog, VideoError, VideoResolver, VideoSettings, decode_counts, load_video
+
+log = logging.getLogger(__name__)
+
+RUN_INFO = "run_info.json"
+SUMMARY = "summary.json"
+
+
+class OutputDirError(ValueError):
+    """The output folder holds scores made with other settings."""
+
+
+@dataclass
+class RerankSummary:
+    videos_asked: int = 0
+    videos_scored: int = 0
+    videos_already_done: int = 0
+    videos_failed: int = 0
+    pairs_asked: int = 0
+    pairs_scored: int = 0
+    pairs_already_done: int = 0
+    unknown_queries: list = field(default_factory=list)
+    decodes: int = 0
+    seconds_decoding: float = 0.0
+    seconds_scoring: float = 0.0
+
+    def line(self) -> str:
+        done = self.pairs_scored + self.pairs_already_done
+        return (f"pairs scored {done} / asked {self.pairs_asked} ({self.pairs_already_done} from an earlier run); "
+                f"videos scored {self.videos_scored + self.videos_already_done} / {self.videos_asked}, "
+                f"failed {self.videos_failed}; unknown query ids {len(self.unknown_queries)}; "
+                f"videos decoded {self.decodes} (decode {self.seconds_decoding:.1f} s, score {self.seconds_scoring:.1f} s)")
+
+
+def code_version() -> str:
+    """A hash of the package's source files: scores from other code are not resumed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.relative_to(Path(__file__).parent).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model: str) -> dict:
+    """Name, config hash and weight-file sizes/mtimes of a local model folder (or just the id)."""
+    path = Path(model)
+    if not path.is_dir():
+        return {"model": model}
+    files = {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in sorted(path.glob("*.safetensors"))}
+    config = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:16] if (path / "config.json").exists() else None
+    return {"model": str(path.resolve()), "config_sha256": config, "weights": files}
+
+
+def _done_scores(path: Path, video_id: str, qids: list[str]) -> bool:
+    """True when ``path`` holds valid scores of ``video_id`` for every id in ``qids``."""
+    if not path.exists():
+        return False
+    try:
+        data = formats.read_video_scores(path)
+    except (formats.FormatError, ValueError) as error:
+        log.warning("%s: unreadable (%s); scoring the video again", path, error)
+        path.unlink()
+        return False
+    scored = data.get(video_id, {})
+    if not set(qids) <= set(scored):
+        log.info("%s: %d of %d queries scored; scoring the video again", path, len(set(qids) & set(scored)), len(qids))
+        return False
+    return True
+
+
+def prepare_output_dir(output_dir: Path, run_info: dict, restart: bool) -> None:
+    """Check (or write) run_info.json; clear the folder when restarting on other settings."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.glob(".*.tmp"):  # a killed run's unfinished atomic write
+        stale.unlink()
+    info_path = output_dir / RUN_INFO
+    if info_path.exists():
+        previous = formats.read_json(info_path)
+        if previous != run_info:
+            changed = sorted(k for k in set(previous) | set(run_info) if previous.get(k) != run_info.get(k))
+            if not restart:
+                raise OutputDirError(f"{output_dir} holds scores made with other settings ({', '.join(changed)} differ); "
+                                 "use another --output-dir or pass --restart to clear it")
+            log.info("%s: settings changed (%s); clearing earlier scores", output_dir, ", ".join(changed))
+            for old in output_dir.glob("*_reranking_*.json"):
+                old.unlink()
+            (output_dir / FailureLog.FILENAME).unlink(missing_ok=True)
+    formats.write_json(info_path, run_info)
+
+
+def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolver: VideoResolver,
+           output_dir: str | Path, score_video: Callable, model_name: str, settings: VideoSettings,
+           video_ids: Sequence[str] | None = None, run_info: dict | None = None, restart: bool = False,
+           progress: bool = True) -> RerankSummary:
+    """Score the videos ``video_ids`` (default: all of video2queries) into ``output_dir``.
+
+    ``score_video(loaded_video, [query texts]) -> [score dicts]`` is a backend's or
+    VLMReranker's method.
+    """
+    from tqdm import tqdm
+
+    output_dir = Path(output_dir)
+    prepare_output_dir(output_dir, run_info or {}, restart)
+    failures = FailureLog.in_dir(output_dir)
+    ids = list(video_ids) if video_ids is not None else sorted(video2queries)
+    summary = RerankSummary(videos_asked=len(ids))
+    unknown: set[str] = set()
+    decodes_before = sum(decode_counts().values())
+    bar = tqdm(ids, desc=f"rerank {model_name}", unit="video", disable=not progress, file=sys.stderr)
+    scored_pairs_timer = time.perf_counter()
+    for video_id in bar:
+        asked = video2queries[video_id]
+        qids = [q for q in asked if q in queries]
+        unknown.update(q for q in asked if q not in queries)
+        summary.pairs_asked += len(asked)
+        out_path = output_dir / formats.rerank_filename(video_id, model_name)
+        if not qids:
+            continue
+        if _done_scores(out_path, video_id, qids):
+            summary.videos_already_done += 1
+            summary.pairs_already_done += len(qids)
+            continue
+        try:
+            path = resolver.resolve(video_id)
+            start = time.perf_counter()
+            video = load_video(path, settings, video_id=video_id)
+            summary.seconds_decoding += time.perf_counter() - start
+        except VideoError as error:
+            failures.record(video_id, error.path, error.reason)
+            summary.videos_failed += 1
+            log.warning("video %s: %s (%s); skipped", video_id, error.reason, error.path)
+            continue
+        start = time.perf_counter()
+        scores = score_video(video, [queries[q] for q in qids])
+        summary.seconds_scoring += time.perf_counter() - start
+        formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
+        summary.videos_scored += 1
+        summary.pairs_scored += len(qids)
+        elapsed = time.perf_counter() - scored_pairs_timer
+        bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
+    summary.unknown_queries = sorted(unknown)
+    summary.decodes = sum(decode_counts().values()) - decodes_before
+    if unknown:
+        log.warning("%d query ids of video2queries are not in the query file and were not scored: %s",
+                    len(unknown), ", ".join(sorted(unknown)[:10]) + (" ..." if len(unknown) > 10 else ""))
+    formats.write_json(output_dir / SUMMARY, asdict(summary))
+    log.info("%s", summary.line())
+    return summary
+
+
+def shard_ids(video2queries: dict, id_start: int | None, id_end: int | None) -> list[str]:
+    """The seed's slicing: videos sorted by id, then [id_start, id_end)."""
+    return sorted(video2queries)[id_start:id_end]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rankvideo.rerank", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="local folder or hub id of the reranker")
+    parser.add_argument("--video2queries", required=True, help="JSON {video_id: [qid, ...]}")
+    parser.add_argument("--query-mapping", required=True, help="queries TSV (query_id<TAB>text)")
+    parser.add_argument("--video-dir", help="folder of the videos")
+    parser.add_argument("--video-layout", choices=["flat", "multivent", "index"], default=None,
+                        help="flat: {dir}/{id}.{ext}; multivent: {dir}/{(id//100)+1:06d}/{id}.mp4; "
+                             "index: --video-index (default: index if --video-index is given, else flat)")
+    parser.add_argument("--video-index", help="TSV video_id<TAB>path")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--id-start", type=int, default=None, help="first video (index into the sorted ids)")
+    parser.add_argument("--id-end", type=int, default=None, help="one past the last video")
+    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--max-frames", type=int, default=32)
+    parser.add_argument("--tokens-per-frame", type=int, default=128, help="visual tokens per frame (paper: 128)")
+    parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    parser.add_argument("--prompt-variant", default="default", choices=sorted(prompts.RERANK_VARIANTS),
+                        help="default: the stage-2 training prompt (video first); reference_inference: the released one")
+    parser.add_argument("--model-name", help="name in output files (default: the model folder's name)")
+    parser.add_argument("--cache-dir", help="Hugging Face cache folder")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (hf)")
+    parser.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--query-batch-size", type=int, default=16, help="queries per forward (hf)")
+    parser.add_argument("--gpu-memory", type=float, default=0.9, help="vLLM gpu_memory_utilization")
+    parser.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor_parallel_size")
+    parser.add_argument("--restart", action="store_true", help="clear scores made with other settings")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup()
+    try:
+        video2queries = formats.read_video2queries(args.video2queries)
+        queries = formats.read_queries(args.query_mapping)
+        layout = args.video_layout or ("index" if args.video_index else "flat")
+        resolver = VideoResolver(args.video_dir, layout, args.video_index)
+        settings = VideoSettings.with_tokens(args.fps, args.max_frames, args.tokens_per_frame)
+    except (formats.FormatError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = run(args.model, video2queries, queries, resolver, args.output_dir, settings,
+                  video_ids=shard_ids(video2queries, args.id_start, args.id_end), backend=args.backend,
+                  model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
+                  progress=not args.no_progress,
+                  options=backend_options(args.backend, device=args.device, dtype=args.dtype,
+                                          query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
+                                          tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
+    if isinstance(summary, str):
+        print(f"error: {summary}", file=sys.stderr)
+        return 2
+    print(summary.line())
+    return 1 if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done) else 0
+
+
+def backend_options(backend: str, device=None, dtype=None, query_batch_size=16, gpu_memory=0.9, tensor_parallel=1,
+                    cache_dir=None, trust_remote_code=False, allow_pickle_weights=False) -> dict:
+    """The keyword arguments of one backend's constructor."""
+    options: dict = {"cache_dir": cache_dir, "dtype": dtype, "trust_remote_code": trust_remote_code}
+    if allow_pickle_weights:
+        options["allow_pickle_weights"] = True
+    if backend == "hf":
+        options.update(device=device, query_batch_size=query_batch_size)
+    else:
+        options.update(gpu_memory_utilization=gpu_memory, tensor_parallel_size=tensor_parallel)
+    return options
+
+
+def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
+        backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
+        progress: bool = True, options: dict | None = None) -> RerankSummary | str:
+    """Load the backend and rerank; returns the summary, or an error message for bad input."""
+    from . import backends, models
+
+    model_name = model_name or models.model_name(model)
+    run_info = {"model": model_fingerprint(model), "model_name": model_name, "backend": backend,
+                "prompt_variant": prompt_variant, "video": settings.to_dict(), "code_version": code_version()}
+    try:
+        scorer = backends.create(backend, model, prompt_variant=prompt_variant, **(options or {}))
+        return rerank(video2queries, queries, resolver, output_dir, scorer.score_video, model_name, settings,
+                      video_ids=video_ids, run_info=run_info, restart=restart, progress=progress)
+    except (models.ModelNotFoundError, OutputDirError) as error:
+        return str(error)
+
+
+# ----------------------------------------------------------------------------- pipeline steps
+
+
+def shard_slice(n_videos: int, shard: int, shards: int) -> tuple[int, int]:
+    """Contiguous [start, end) of sorted video ids for one of ``shards`` shards."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
+    return n_videos * shard // shards, n_videos * (shard + 1) // shards
+
+
+def run_shard(model: str, video2queries_path, queries_path, videos: dict, output_dir, shard: int, shards: int,
+              rerank_config: dict, models_config: dict, model_name: str) -> RerankSummary:
+    """One pipeline shard: config sections in, per-video JSONs and summary.json out."""
+    import os
+
+    if models_config.get("offline", True):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    video2queries = formats.read_video2queries(video2queries_path)
+    start, end = shard_slice(len(video2queries), shard, shards)
+    resolver = VideoResolver(videos.get("dir"), videos.get("layout", "flat"), videos.get("index"))
+    video = rerank_config["video"]
+    settings = VideoSettings.with_tokens(video["fps"], video["max_frames"], video["tokens_per_frame"])
+    options = backend_options(rerank_config["backend"], device=rerank_config["device"], dtype=rerank_config["dtype"],
+                              query_batch_size=rerank_config["query_batch_size"],
+                              gpu_memory=rerank_config["gpu_memory"], tensor_parallel=rerank_config["tensor_parallel"],
+                              cache_dir=models_config["cache_dir"], trust_remote_code=models_config["trust_remote_code"],
+                              allow_pickle_weights=models_config["allow_pickle_weights"])
+    summary = run(model, video2queries, formats.read_queries(queries_path), resolver, output_dir, settings,
+                  video_ids=sorted(video2queries)[start:end], backend=rerank_config["backend"], model_name=model_name,
+                  prompt_variant=rerank_config["prompt_variant"], restart=True, options=options)
+    if isinstance(summary, str):
+        raise ValueError(summary)
+    if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done):
+        raise RuntimeError(f"shard {shard}: no pair could be scored ({summary.line()})")
+    return summary
+
+
+def gather(shard_dirs: Sequence, first_stage_path, predictions_dir, run_path, failures_path, summary_path,
+           rerank_depth: int, output_depth: int | None, score_field: str) -> dict:
+    """Merge shard folders into one prediction folder, failures file, summary and reranked TREC run."""
+    import shutil
+
+    from .evaluate import rerank_run
+
+    predictions_dir = Path(predictions_dir)
+    tmp = predictions_dir.with_name(predictions_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    failures, totals = [], {}
+    for shard_dir in map(Path, shard_dirs):
+        for path in sorted(shard_dir.glob("*_reranking_*.json")):
+            shutil.copy2(path, tmp / path.name)
+        failure_file = shard_dir / FailureLog.FILENAME
+        if failure_file.exists():
+            failures += formats.read_jsonl(failure_file, required=("video_id", "path", "reason"))
+        for key, value in formats.read_json(shard_dir / SUMMARY).items():
+            totals[key] = totals.get(key, 0) + value if isinstance(value, (int, float)) else sorted(set(totals.get(key, [])) | set(value))
+    shutil.rmtree(predictions_dir, ignore_errors=True)
+    tmp.rename(predictions_dir)
+    formats.write_jsonl(failures_path, failures)
+    formats.write_json(summary_path, totals)
+    scores = formats.read_prediction_dir(predictions_dir, score_field)
+    reranked = rerank_run(formats.read_run(first_stage_path), scores, rerank_depth, output_depth)
+    formats.write_trec_run(run_path, reranked, tag="rankvideo")
+    log.info("gathered %d shards: %d videos scored, %d failed", len(shard_dirs),
+             len(list(predictions_dir.glob("*.json"))), len(failures))
+    return totals
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""``VLMReranker``: the Python API (as the published code documents it) over a scoring backend.
+
+    from rankvideo import VLMReranker
+    reranker = VLMReranker(model_path="hltcoe/RankVideo", cache_dir=None, backend="hf")
+    scores = reranker.score_batch(["a red circle", "a blue square"], ["v1.mp4", "v1.mp4"], fps=2.0, max_frames=32)
+    scores[0]["logit_delta"], scores[0]["p_yes"]
+
+Pairs are grouped by video: each distinct video is decoded once per call and all of its queries
+are scored together (sharing the video's prefix in the HF backend, the prefix cache in vLLM).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from . import backends, prompts
+from .video import LoadedVideo, VideoSettings, load_video
+
+
+class VLMReranker:
+    def __init__(self, model_path: str, cache_dir: str | None = None, backend: str = "hf", *,
+                 prompt_variant: str = "default", fps: float = 2.0, max_frames: int = 32, tokens_per_frame: int = 128,
+                 video_settings: VideoSettings | None = None, **backend_options):
+        self.backend = backends.create(backend, model_path, cache_dir=cache_dir, prompt_variant=prompt_variant,
+                                       **backend_options)
+        self.video_settings = video_settings or VideoSettings.with_tokens(fps, max_frames, tokens_per_frame)
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.model_name
+
+    def _settings(self, fps: float | None, max_frames: int | None) -> VideoSettings:
+        settings = self.video_settings
+        if fps is None and max_frames is None:
+            return settings
+        values = settings.to_dict()
+        values["fps"] = fps if fps is not None else settings.fps
+        if max_frames is not None:
+            per_frame = settings.max_pixels or settings.min_pixels
+            values["max_frames"] = max_frames
+            if settings.total_pixels and per_frame:
+                values["total_pixels"] = max_frames * per_frame
+        return VideoSettings(**values)
+
+    def _videos(self, video_paths: Sequence[str], settings: VideoSettings) -> dict[str, LoadedVideo]:
+        return {path: load_video(path, settings) for path in dict.fromkeys(video_paths)}
+
+    def score_video(self, video: LoadedVideo, queries: Sequence[str]) -> list[dict]:
+        """Scores of several queries for one decoded video (see :func:`rankvideo.video.load_video`)."""
+        return [_with_alias(s) for s in self.backend.score_video(video, list(queries))]
+
+    def score_batch(self, queries: Sequence[str], video_paths: Sequence[str], fps: float | None = None,
+                    max_frames: int | None = None) -> list[dict]:
+        """One dict per (query, video path) pair: logprob_yes, logprob_no, logit_delta, p_yes
+        (and ``logit_delta_yes_minus_no``, the published model card's name for logit_delta)."""
+        if len(queries) != len(video_paths):
+            raise ValueError(f"{len(queries)} queries but {len(video_paths)} video paths")
+        videos = self._videos(video_paths, self._settings(fps, max_frames))
+        by_video: dict[str, list[int]] = {}
+        for index, path in enumerate(video_paths):
+            by_video.setdefault(path, []).append(index)
+        results: list[dict | None] = [None] * len(queries)
+        for path, indices in by_video.items():
+            for index, score in zip(indices, self.score_video(videos[path], [queries[i] for i in indices])):
+                results[index] = score
+        return results  # type: ignore[return-value]
+
+    def generate_batch(self, prompts_text: Sequence[str], video_paths: Sequence[str | None], max_new_tokens: int = 256,
+                       system: str | None = None, fps: float | None = None, max_frames: int | None = None) -> list[str]:
+        """Greedy answers to user prompts about videos (video first, then the prompt text)."""
+        if len(prompts_text) != len(video_paths):
+            raise ValueError(f"{len(prompts_text)} prompts but {len(video_paths)} video paths")
+        videos = self._videos([p for p in video_paths if p is not None], self._settings(fps, max_frames))
+        answers = []
+        for text, path in zip(prompts_text, video_paths):
+            content = ([{"type": "video"}] if path is not None else []) + [{"type": "text", "text": text}]
+            messages = [{"role": "system", "content": [{"type": "text", "text": system or prompts.SYSTEM_PREFIX}]},
+                        {"role": "user", "content": content}]
+            answers.append(self.backend.generate(videos.get(path) if path else None, messages, max_new_tokens))
+        return answers
+
+
+def _with_alias(score: dict) -> dict:
+    return {**score, "logit_delta_yes_minus_no": score["logit_delta"]}

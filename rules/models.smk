@@ -1,0 +1,15 @@
+# The tiny models of the default config, built locally (no downloads) and loaded downstream
+# through the normal from_pretrained path.
+
+
+rule tiny_model:
+    output:
+        directory("results/models/tiny-{kind}"),
+    params:
+        seed=config["models"]["tiny"]["seed"],
+    log:
+        "results/logs/tiny_model/{kind}.log",
+    conda:
+        "../envs/rankvideo.yaml"
+    script:
+        "../scripts/tiny_model.py"

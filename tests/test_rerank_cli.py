@@ -1,0 +1,134 @@
+"""The rerank CLI on a folder of assorted real videos (containers, codecs, sizes, broken files),
+after an interruption, and with bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rankvideo import formats
+from videos import make_test_videos
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from rankvideo.make_tiny_model import build_tiny_vlm
+
+    root = tmp_path_factory.mktemp("rerank")
+    model = build_tiny_vlm(root / "tiny-vlm", seed=1)
+    videos = make_test_videos(root / "videos")
+    queries = {"q1": "a red circle", "q2": "something moving left", "q3": "two blue squares on a white background"}
+    formats.write_queries(root / "queries.tsv", queries)
+    v2q = {vid: ["q1", "q2"] for vid in videos}
+    v2q[sorted(videos)[0]].append("q-missing")  # not in the query file: reported, not scored
+    v2q["../escape"] = ["q3"]  # would leave the video folder: refused
+    formats.write_json(root / "v2q.json", v2q)
+    return root, model, videos
+
+
+def run_cli(root, model, out, *extra, check=None):
+    cmd = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
+           "--query-mapping", str(root / "queries.tsv"), "--video-dir", str(root / "videos"), "--output-dir", str(out),
+           "--fps", "2", "--max-frames", "8", "--tokens-per-frame", "4", "--no-progress", *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if check is not None:
+        assert result.returncode == check, result.stdout + result.stderr
+    return result
+
+
+def outputs(out):
+    return {p.name.split("_reranking_")[0]: formats.read_video_scores(p) for p in out.glob("*_reranking_*.json")}
+
+
+def test_assorted_videos_scored_broken_ones_recorded(setup, tmp_path):
+    root, model, videos = setup
+    out = tmp_path / "out"
+    result = run_cli(root, model, out, check=0)
+    scored = outputs(out)
+    good = {vid for vid, (_, ok) in videos.items() if ok}
+    bad = {vid for vid, (_, ok) in videos.items() if not ok}
+    assert set(scored) == good
+    for vid in good:
+        assert set(scored[vid][vid]) == {"q1", "q2"}
+        assert set(scored[vid][vid]["q1"]) == {"logprob_yes", "logprob_no", "logit_delta", "p_yes"}
+    failures = {r["video_id"]: r for r in formats.read_jsonl(out / "failures.jsonl")}
+    assert set(failures) == bad | {"../escape"}
+    assert failures["empty"]["reason"] == "empty file"
+    assert "no video stream" in failures["audio_only"]["reason"]
+    assert failures["../escape"]["reason"] == "unsafe id"
+    assert "pairs scored" in result.stdout and f"failed {len(bad) + 1}" in result.stdout
+    assert "q-missing" in result.stderr  # unknown query ids are reported
+    summary = formats.read_json(out / "summary.json")
+    # each video decoded at most once (files failing the probe never reach a decoder)
+    assert len(good) <= summary["decodes"] <= len(good) + len(bad)
+    assert summary["pairs_scored"] == 2 * len(good)
+    # scores are the model's: the same pair gives the same score in a second folder
+    again = tmp_path / "again"
+    run_cli(root, model, again, "--id-start", "0", "--id-end", "3", check=0)
+    for vid, data in outputs(again).items():
+        assert data == scored[vid]
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(setup, tmp_path):
+    root, model, videos = setup
+    out = tmp_path / "out"
+    cmd_env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
+    cmd = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
+           "--query-mapping", str(root / "queries.tsv"), "--video-dir", str(root / "videos"), "--output-dir", str(out),
+           "--fps", "2", "--max-frames", "8", "--tokens-per-frame", "4", "--no-progress"]
+    process = subprocess.Popen(cmd, env=cmd_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("*_reranking_*.json"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = set(outputs(out))
+    assert 3 <= len(first) < sum(ok for _, ok in videos.values()), "the kill must land mid-run"
+    # a half-written file (as a non-atomic writer would leave) is repaired
+    victim = sorted(out.glob("*_reranking_*.json"))[0]
+    victim.write_text('{"broken": ')
+    result = run_cli(root, model, out, check=0)
+    assert "from an earlier run" in result.stdout
+    summary = formats.read_json(out / "summary.json")
+    assert summary["videos_already_done"] == len(first) - 1
+    assert set(outputs(out)) == {vid for vid, (_, ok) in videos.items() if ok}
+    ids = [r["video_id"] for r in formats.read_jsonl(out / "failures.jsonl")]
+    assert len(ids) == len(set(ids))
+    # run it a third time: nothing new, failures not duplicated
+    run_cli(root, model, out, check=0)
+    assert len(formats.read_jsonl(out / "failures.jsonl")) == len(ids)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_other_settings_refused_unless_restart(setup, tmp_path):
+    root, model, _ = setup
+    out = tmp_path / "out"
+    run_cli(root, model, out, "--id-start", "2", "--id-end", "4", check=0)
+    result = run_cli(root, model, out, "--id-start", "2", "--id-end", "4", "--fps", "1", check=2)
+    assert "holds scores made with other settings" in result.stderr and "video" in result.stderr
+    run_cli(root, model, out, "--id-start", "2", "--id-end", "4", "--fps", "1", "--restart", check=0)
+
+
+def test_bad_inputs(setup, tmp_path):
+    root, model, _ = setup
+    (tmp_path / "bad.tsv").write_text("q1 no tab here\n")
+    result = subprocess.run([sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
+                             str(root / "v2q.json"), "--query-mapping", str(tmp_path / "bad.tsv"), "--video-dir",
+                             str(root / "videos"), "--output-dir", str(tmp_path / "o")],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert result.returncode == 2 and "bad.tsv:1" in result.stderr
+    # only unreadable videos: nothing could be scored -> exit 1
+    formats.write_json(tmp_path / "v2q.json", {"empty": ["q1"], "text": ["q1"]})
+    result = subprocess.run([sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
+                             str(tmp_path / "v2q.json"), "--query-mapping", str(root / "queries.tsv"), "--video-dir",
+                             str(root / "videos"), "--output-dir", str(tmp_path / "o2"), "--no-progress"],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert result.returncode == 1, result.stderr
+    # a model that does not exist: one sentence, exit 2
+    result = run_cli(root, tmp_path / "nowhere", tmp_path / "o3", check=2)
+    assert "nowhere" in result.stderr and "Traceback" not in result.stderr

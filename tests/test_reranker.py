@@ -1,0 +1,115 @@
+"""HF backend, prompts and VLMReranker on a tiny Qwen3-VL built locally and loaded from disk."""
+
+import math
+
+import pytest
+
+from rankvideo import prompts
+from rankvideo.models import LoadOptions, ModelNotFoundError, resolve
+from rankvideo.synthetic import SyntheticConfig, generate
+from rankvideo.video import VideoSettings, load_video
+
+QUERIES = ["two red circles moving left", "a square",
+           "something blue moving up on a checkered background, said with many more words than the others", "yes"]
+SETTINGS = VideoSettings.with_tokens(fps=4.0, max_frames=8, tokens_per_frame=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    from rankvideo.make_tiny_model import build_tiny_vlm
+
+    return str(build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm", seed=3))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    generate(SyntheticConfig.from_dict({"n_videos": 4, "n_test_queries": 2, "n_train_queries": 4}), folder)
+    return sorted((folder / "videos").glob("*.mp4"))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_vlm):
+    from rankvideo.backends.hf import HFBackend
+
+    return HFBackend(tiny_vlm, local_files_only=True)
+
+
+def test_shared_prefix_equals_per_pair_forward(backend, videos):
+    video = load_video(videos[0], SETTINGS)
+    backend.query_batch_size = 3  # two chunks, padded suffixes of different lengths
+    shared = backend.score_video(video, QUERIES)
+    backend.mode = "per_pair"
+    try:
+        per_pair = backend.score_video(video, QUERIES)
+    finally:
+        backend.mode = "shared_prefix"
+    assert len({round(s["logit_delta"], 6) for s in shared}) > 1, "queries must get different scores"
+    for a, b in zip(shared, per_pair):
+        for field in ("logprob_yes", "logprob_no", "logit_delta", "p_yes"):
+            assert a[field] == pytest.approx(b[field], abs=1e-5), field
+        assert a["p_yes"] == pytest.approx(1 / (1 + math.exp(-a["logit_delta"])))
+        assert a["logprob_yes"] < 0 and a["logprob_no"] < 0
+
+
+def test_prompt_split_is_exact(backend):
+    prefix, suffix = backend.split_prompt("a red circle")
+    assert prefix.endswith("<|vision_start|><|video_pad|><|vision_end|>")
+    assert suffix == ("Query: a red circle\nIs the video relevant? Answer with yes or no.<|im_end|>\n"
+                      "<|im_start|>assistant\n<answer>")
+    assert prefix.startswith("<|im_start|>system\n" + prompts.rerank_prompt("default").system)
+
+
+def test_reference_inference_prompt_byte_for_byte(backend):
+    text = prompts.render_rerank(backend.processor, "flood in Spain", "reference_inference")
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant specialized in video and text understanding. Given a text "
+        "query and a video, your task is to determine if the video is relevant to the query. Respond with "
+        "<answer>yes</answer> if the video is relevant, or <answer>no</answer> if it is not. <|im_end|>\n"
+        "<|im_start|>user\nQuery: flood in Spain\nIs the video relevant to the query? Respond with "
+        "<answer>yes</answer> or <answer>no</answer>.<|vision_start|><|video_pad|><|vision_end|><|im_end|>\n"
+        "<|im_start|>assistant\n")
+
+
+def test_answer_token_sets(backend):
+    tokenizer = backend.processor.tokenizer
+    yes, no = prompts.answer_token_ids(tokenizer)
+    assert tokenizer.convert_tokens_to_ids("yes") in yes and len(yes) >= 2  # "yes" and " yes"
+    assert all(tokenizer.decode([i]).strip().lower() == "no" for i in no)
+    y, n = prompts.single_answer_ids(tokenizer)
+    assert y in yes and n in no
+
+
+def test_reference_variant_scores_per_pair(tiny_vlm, videos):
+    from rankvideo.backends.hf import HFBackend
+
+    reference = HFBackend(tiny_vlm, prompt_variant="reference_inference")
+    assert reference.mode == "per_pair"
+    scores = reference.score_video(load_video(videos[0], SETTINGS), QUERIES[:2])
+    assert len(scores) == 2 and all(math.isfinite(s["logit_delta"]) for s in scores)
+
+
+def test_vlm_reranker_api(tiny_vlm, videos, backend):
+    from rankvideo import VLMReranker
+
+    reranker = VLMReranker(model_path=tiny_vlm, cache_dir=None, backend="hf", video_settings=SETTINGS)
+    paths = [str(videos[0]), str(videos[1]), str(videos[0])]
+    scores = reranker.score_batch(QUERIES[:3], paths, fps=4.0, max_frames=8)
+    assert [set(s) for s in scores] == [{"logprob_yes", "logprob_no", "logit_delta", "p_yes", "logit_delta_yes_minus_no"}] * 3
+    assert all(s["logit_delta_yes_minus_no"] == s["logit_delta"] for s in scores)
+    # grouping by video does not change a pair's score
+    alone = backend.score_video(load_video(videos[0], SETTINGS), [QUERIES[2]])[0]
+    assert scores[2]["logit_delta"] == pytest.approx(alone["logit_delta"], abs=1e-5)
+    texts = reranker.generate_batch(["Caption this video."], [str(videos[1])], max_new_tokens=5)
+    assert len(texts) == 1 and isinstance(texts[0], str)
+
+
+def test_unknown_model_fails_with_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve("nobody/no-such-model", LoadOptions(cache_dir=str(tmp_path)))
+    message = str(error.value)
+    assert "nobody/no-such-model" in message and "offline mode is on" in message and "\n" not in message
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="has no config.json"):
+        resolve(tmp_path / "empty")
