@@ -25,7 +25,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 PathLike = str | os.PathLike
 
@@ -326,6 +326,64 @@ def read_id_text_jsonl(path: PathLike, id_field: str = "doc_id", text_field: str
             raise FormatError(path, number, f"{text_field} is not a string")
         result[key] = record[text_field]
     return result
+
+
+class JsonlAppender:
+    """A JSONL file that grows one record at a time and resumes without duplicates.
+
+    On open, existing records are read (keyed by ``key``); a torn last line left by a killed
+    writer is dropped and the file rewritten atomically; any other bad line is a FormatError.
+    :meth:`append` writes, flushes and fsyncs one record and refuses a key already present.
+    One writer per file.
+    """
+
+    def __init__(self, path: PathLike, key: str | Callable[[dict], str]):
+        self.path = Path(path)
+        self._key = key if callable(key) else (lambda record, name=key: str(record[name]))
+        self.records: dict[str, dict] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        text = self.path.read_bytes().decode("utf-8-sig", errors="strict")
+        lines = text.split("\n")
+        torn = lines[-1].strip() != ""
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = _parse_jsonl_line(self.path, number, line.rstrip("\r"), ())
+                key = self._key(record)
+            except (FormatError, KeyError) as error:
+                if torn and number == len(lines):
+                    continue  # an unfinished write of a killed job
+                raise FormatError(self.path, number, f"bad record: {error}") from None
+            if key in self.records:
+                raise FormatError(self.path, number, f"key {key!r} appears twice")
+            self.records[key] = record
+            kept.append(record)
+        if torn:
+            write_jsonl(self.path, kept)
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def append(self, record: Mapping) -> bool:
+        """Append ``record``; False (nothing written) when its key is already there."""
+        key = self._key(dict(record))
+        if key in self.records:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8", newline="\n") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.records[key] = dict(record)
+        return True
 
 
 # ----------------------------------------------------------------------------- rerank output

@@ -43,7 +43,6 @@ file read by the fallback after decord failed is counted once.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -56,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from rankvideo.formats import FormatError, read_video_index, write_jsonl
+from rankvideo.formats import JsonlAppender, read_video_index
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -669,9 +668,8 @@ class FailureLog:
     """``failures.jsonl``: one ``{"video_id", "path", "reason"}`` line per video a job could not use.
 
     ``FailureLog(path)`` takes the JSONL file, or a folder (then ``<folder>/failures.jsonl``); see also
-    :meth:`in_dir`. Existing records are read on open, so a resumed job never records a video id twice;
-    each record is appended, flushed and fsynced at once. A torn last line (a job killed mid-write) is
-    dropped on open; any other malformed line is a :class:`FormatError`. One writer per file.
+    :meth:`in_dir`. It is a :class:`formats.JsonlAppender` keyed by video id: a resumed job never
+    records a video twice, each record is flushed at once and a torn last line is dropped on open.
     """
 
     FILENAME = "failures.jsonl"
@@ -680,67 +678,33 @@ class FailureLog:
         path = Path(path)
         self.path = path / self.FILENAME if path.is_dir() else path
         self._lock = threading.Lock()
-        self._records: dict[str, dict] = {}
-        self._load()
+        self._file = JsonlAppender(self.path, "video_id")
 
     @classmethod
     def in_dir(cls, output_dir: PathLike) -> "FailureLog":
         return cls(Path(output_dir) / cls.FILENAME)
 
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        lines = data.split(b"\n")
-        torn = lines[-1].strip() != b""  # content after the last newline: an unfinished write
-        records = []
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-                if not isinstance(record, dict) or "video_id" not in record:
-                    raise ValueError("expected a JSON object with a video_id")
-            except (ValueError, UnicodeDecodeError) as err:
-                if torn and number == len(lines):
-                    log.warning("%s: dropping an unfinished last line", self.path)
-                    continue
-                raise FormatError(self.path, number, f"invalid failure record: {err}") from None
-            records.append(record)
-            self._records.setdefault(str(record["video_id"]), record)
-        if torn:  # rewrite without the torn line (atomically), so appends start on a fresh line
-            write_jsonl(self.path, records)
-
     def __contains__(self, video_id: object) -> bool:
-        return str(video_id) in self._records
+        return video_id in self._file
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._file)
 
     @property
     def ids(self) -> frozenset[str]:
-        return frozenset(self._records)
+        return frozenset(self._file.records)
 
     def records(self) -> list[dict]:
-        return list(self._records.values())
+        return list(self._file.records.values())
 
     def record(self, video_id: str, path: PathLike | None, reason: str) -> bool:
         """Append a failure; False (and nothing written) if ``video_id`` is already recorded."""
-        video_id = str(video_id)
-        entry = {"video_id": video_id, "path": None if path is None else str(path), "reason": str(reason)}
+        entry = {"video_id": str(video_id), "path": None if path is None else str(path), "reason": str(reason)}
         with self._lock:
-            if video_id in self._records:
-                return False
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8", newline="\n") as handle:
-                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            self._records[video_id] = entry
-        log.info("video %s failed: %s", video_id, reason)
-        return True
+            added = self._file.append(entry)
+        if added:
+            log.info("video %s failed: %s", video_id, reason)
+        return added
 
     def record_error(self, error: VideoError, video_id: str | None = None) -> bool:
         """Append a :class:`VideoError` (its ``video_id`` unless one is given)."""

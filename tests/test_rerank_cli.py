@@ -1,7 +1,6 @@
 """The rerank CLI on a folder of assorted real videos (containers, codecs, sizes, broken files),
 after an interruption, and with bad input."""
 
-import json
 import os
 import signal
 import subprocess
