@@ -18,6 +18,9 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/first_stage.smk"
 include: "rules/models.smk"
+include: "rules/captions.smk"
+include: "rules/teacher.smk"
+include: "rules/training_data.smk"
 include: "rules/rerank.smk"
 include: "rules/evaluate.smk"
 
@@ -28,6 +31,7 @@ localrules:
     synthetic_benchmark,
     first_stage,
     gather_rerank,
+    training_data,
     evaluate,
     metrics,
 
@@ -35,4 +39,5 @@ localrules:
 rule all:
     input:
         "results/metrics.tsv",
+        "results/training_data/report.json",
     default_target: True

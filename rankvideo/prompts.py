@@ -100,6 +100,19 @@ CAPTION_SYSTEM = (f"{SYSTEM_PREFIX} Given a video, your task is to produce an ac
 CAPTION_USER = "Caption this video. Respond within <think></think>."
 
 
+#: what the caption model (paper: Qwen3-Omni) is asked when it writes captions for the pipeline
+CAPTIONER_USER = ("Describe this video in 3 to 6 factual sentences: what objects appear, their colours, shapes and "
+                  "number, how they move, and the background.")
+
+
+def captioner_messages(video: Any = None) -> list[dict]:
+    video_item = {"type": "video", "video": video} if video is not None else {"type": "video"}
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PREFIX}]},
+        {"role": "user", "content": [video_item, {"type": "text", "text": CAPTIONER_USER}]},
+    ]
+
+
 def caption_messages(video: Any = None) -> list[dict]:
     video_item = {"type": "video", "video": video} if video is not None else {"type": "video"}
     return [
@@ -118,6 +131,32 @@ TEACHER_SYSTEM = ("You are a careful assistant. Given a text query and evidence 
                   "ASR transcript), decide whether the video is relevant to the query. Reason inside "
                   "<think></think>, then answer with <answer>yes</answer> or <answer>no</answer>.")
 TEACHER_USER = "Query: {query}\n[Caption] {caption}\n[ASR] {asr}\nIs the video relevant to the query?"
+
+
+def teacher_messages(query: str, caption: str, asr: str) -> list[dict]:
+    """The teacher's chat: evidence as "[Caption] ...\\n[ASR] ..." (REFERENCE.md)."""
+    return [
+        {"role": "system", "content": TEACHER_SYSTEM},
+        {"role": "user", "content": TEACHER_USER.format(query=query, caption=caption, asr=asr)},
+    ]
+
+
+def parse_teacher_output(text: str) -> tuple[str | None, str | None, int | None]:
+    """(reasoning, text through ``<answer>``, label) of a teacher's output.
+
+    ``reasoning`` is the text inside <think></think> (None if absent); the second item is the
+    output up to and including the first ``<answer>`` (None when there is none: the answer is
+    missing); ``label`` is 1 / 0 for an answer of yes / no and None when missing or malformed.
+    """
+    reasoning = None
+    if THINK_OPEN in text and THINK_CLOSE in text.split(THINK_OPEN, 1)[1]:
+        reasoning = text.split(THINK_OPEN, 1)[1].split(THINK_CLOSE, 1)[0].strip()
+    if ANSWER_OPEN not in text:
+        return reasoning, None, None
+    head, tail = text.split(ANSWER_OPEN, 1)
+    answer = tail.split(ANSWER_CLOSE, 1)[0].strip().lower() if ANSWER_CLOSE in tail else None
+    label = {YES: 1, NO: 0}.get(answer) if answer is not None else None
+    return reasoning, head + ANSWER_OPEN, label
 
 
 # ----------------------------------------------------------------------------- answer tokens

@@ -279,15 +279,13 @@ def shard_slice(n_videos: int, shard: int, shards: int) -> tuple[int, int]:
 def run_shard(model: str, video2queries_path, queries_path, videos: dict, output_dir, shard: int, shards: int,
               rerank_config: dict, models_config: dict, model_name: str) -> RerankSummary:
     """One pipeline shard: config sections in, per-video JSONs and summary.json out."""
-    import os
+    from . import pipeline
 
-    if models_config.get("offline", True):
-        os.environ["HF_HUB_OFFLINE"] = "1"
+    pipeline.apply_offline(models_config)
     video2queries = formats.read_video2queries(video2queries_path)
     start, end = shard_slice(len(video2queries), shard, shards)
-    resolver = VideoResolver(videos.get("dir"), videos.get("layout", "flat"), videos.get("index"))
-    video = rerank_config["video"]
-    settings = VideoSettings.with_tokens(video["fps"], video["max_frames"], video["tokens_per_frame"])
+    resolver = pipeline.resolver(videos)
+    settings = pipeline.video_settings(rerank_config["video"])
     options = backend_options(rerank_config["backend"], device=rerank_config["device"], dtype=rerank_config["dtype"],
                               query_batch_size=rerank_config["query_batch_size"],
                               gpu_memory=rerank_config["gpu_memory"], tensor_parallel=rerank_config["tensor_parallel"],

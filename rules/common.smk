@@ -74,11 +74,54 @@ def system_inputs(wildcards):
     return inputs
 
 
+TINY = {"base": "results/models/tiny-vlm", "captioner": "results/models/tiny-vlm", "teacher": "results/models/tiny-text"}
+
+
+def model_path(role):
+    """Hub id or folder of a model role (base, captioner, teacher); null = the tiny one built here."""
+    return config["models"][role] or TINY[role]
+
+
+def model_input(role):
+    """The model folder as an input when the pipeline builds it."""
+    path = model_path(role)
+    return {"model": path} if path.startswith("results/") else {}
+
+
 def model_source(system):
     """Model folder or hub id that a reranked system scores with."""
     if system == "base":
-        return config["models"]["base"] or "results/models/tiny-vlm"
+        return model_path("base")
     raise ValueError(f"no model for system {system!r}")
+
+
+def reference_captions():
+    if SYNTHETIC:
+        return f"{BENCHMARK}/captions_reference.jsonl"
+    if not DATASET["reference_captions"]:
+        raise ValueError("training_data.stage1_captions=reference needs dataset.reference_captions")
+    return DATASET["reference_captions"]
+
+
+def captions_inputs(wildcards):
+    inputs = {"ids": "results/first_stage/video2queries_train.json", **model_input("captioner")}
+    if SYNTHETIC:
+        inputs["videos"] = f"{BENCHMARK}/videos"
+    return inputs
+
+
+def teacher_inputs(wildcards):
+    return {"queries": queries_tsv("train"), "candidates": "results/first_stage/train.trec",
+            "captions": "results/captions/captions.jsonl", "asr": asr_jsonl(), **model_input("teacher")}
+
+
+def training_data_inputs(wildcards):
+    inputs = {"queries": queries_tsv("train"), "qrels": qrels_file("train"), "run": "results/first_stage/train.json",
+              "teacher": "results/teacher/teacher_labels.jsonl", "asr": asr_jsonl(),
+              "captions": "results/captions/captions.jsonl"}
+    if config["training_data"]["stage1_captions"] == "reference":
+        inputs["stage1_captions"] = reference_captions()
+    return inputs
 
 
 def rerank_inputs(wildcards):

@@ -34,7 +34,7 @@ def test_lint_is_clean(repo_copy):
 
 def test_default_pipeline_end_to_end(tmp_path):
     repo = copy_repo(tmp_path / "a")
-    snakemake(repo, "--cores", "2", "results/metrics.tsv")
+    snakemake(repo, "--cores", "2", "results/metrics.tsv", "results/training_data/report.json")
     table = pd.read_csv(repo / "results/metrics.tsv", sep="\t")
     assert list(table["system"]) == ["first_stage", "base"]
     assert table.loc[1, "coverage"] == 1.0 and 0 <= table.loc[1, "p_value"] <= 1
@@ -63,8 +63,16 @@ def test_default_pipeline_end_to_end(tmp_path):
     assert (repo / "results/plots/ndcg_at_k.png").read_bytes()[:4] == b"\x89PNG"
     v2q = formats.read_video2queries(repo / "results/first_stage/video2queries_test.json")
     assert sum(map(len, v2q.values())) == 24 * 50
+    # data synthesis: captions of the training candidates, teacher labels, training JSONL and report
+    report = json.loads((repo / "results/training_data/report.json").read_text())
+    assert report["splits"]["train"]["examples"] + report["splits"]["eval"]["examples"] == 160 * 20
+    teacher = formats.read_jsonl(repo / "results/teacher/teacher_labels.jsonl")
+    assert len(teacher) == 160 * 3
+    captions = formats.read_id_text_jsonl(repo / "results/captions/captions.jsonl")
+    assert set(captions) == set(formats.read_video2queries(repo / "results/first_stage/video2queries_train.json"))
     # nothing left to do on a second run; a second copy gives the same bytes
-    assert "Nothing to be done" in snakemake(repo, "--cores", "2", "results/metrics.tsv").stderr
+    assert "Nothing to be done" in snakemake(repo, "--cores", "2", "results/metrics.tsv",
+                                             "results/training_data/report.json").stderr
     other = copy_repo(tmp_path / "b")
     snakemake(other, "--cores", "2", "results/metrics.tsv")
     for name in ["metrics.tsv", "first_stage/test.trec", "benchmark/qrels.txt", "benchmark/videos/v0007.mp4",
@@ -90,6 +98,9 @@ def test_multivent_config_plans_the_full_dag(repo_copy):
     rules = planned_rules(result.stdout + result.stderr)
     assert rules == {"first_stage": 1, "rerank_shard": 16, "gather_rerank": 1, "evaluate": 2, "metrics": 1}, rules
     assert "synthetic_benchmark" not in result.stdout
+    result = snakemake(repo_copy, "results/training_data/report.json", "-n", "--configfile", "config/multivent.yaml")
+    rules = planned_rules(result.stdout + result.stderr)
+    assert rules == {"first_stage": 1, "captions": 1, "teacher_labels": 1, "training_data": 1}, rules
 
 
 def test_multivent_config_names_a_missing_file(repo_copy):

@@ -141,17 +141,74 @@ class HFBackend:
     # ------------------------------------------------------------------ generation
 
     def generate(self, video: LoadedVideo | None, messages: list[dict], max_new_tokens: int) -> str:
+        return self.generate_batch([(video, messages)], max_new_tokens)[0]
+
+    def generate_batch(self, items: Sequence[tuple[LoadedVideo | None, list[dict]]], max_new_tokens: int) -> list[str]:
+        """Greedy continuations of several chats in one left-padded batch (each with its video or none)."""
         import torch
 
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if video is not None:
-            inputs = self._processor_inputs([text], video)
-        else:
-            inputs = self.processor(text=[text], return_tensors="pt").to(self.device)
+        texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for _, m in items]
+        videos = [v for v, _ in items if v is not None]
+        kwargs = {}
+        if videos:
+            kwargs = {"videos": [v.frames for v in videos], "video_metadata": [v.metadata for v in videos],
+                      "do_sample_frames": False, "do_resize": False}
+        inputs = self.processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs)
+        inputs = inputs.to(self.device)
         with torch.inference_mode():
             output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new_tokens = output[0, inputs["input_ids"].shape[1]:]
-        return self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+class HFTextBackend:
+    """A text LLM (the teacher): batched greedy generation and answer log-probabilities."""
+
+    name = "hf"
+
+    def __init__(self, model: str, *, cache_dir: str | None = None, device: str | None = None, dtype: str | None = None,
+                 local_files_only: bool | None = None, trust_remote_code: bool = False, allow_pickle_weights: bool = False):
+        import torch
+
+        options = models.LoadOptions(cache_dir=cache_dir, local_files_only=local_files_only,
+                                     trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
+        self.model, self.tokenizer = models.load_causal_lm(model, options, device=device, dtype=dtype)
+        self.model_name = models.model_name(model)
+        self.device = self.model.device
+        yes, no = prompts.answer_token_ids(self.tokenizer)
+        self.yes_ids, self.no_ids = torch.tensor(yes, device=self.device), torch.tensor(no, device=self.device)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def render(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate_batch(self, prompts_text: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy continuations of rendered prompts (see :meth:`render`)."""
+        import torch
+
+        inputs = self.tokenizer(list(prompts_text), return_tensors="pt", padding=True, padding_side="left",
+                                add_special_tokens=False).to(self.device)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                         pad_token_id=self.tokenizer.pad_token_id)
+        # keep <think>/<answer> markers: decode without dropping added (non-special) tokens
+        return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def answer_logprobs(self, texts: Sequence[str]) -> list[tuple[float, float]]:
+        """(logprob_yes, logprob_no) of the token after each text (which ends with ``<answer>``)."""
+        import torch
+
+        if not texts:
+            return []
+        inputs = self.tokenizer(list(texts), return_tensors="pt", padding=True, padding_side="left",
+                                add_special_tokens=False).to(self.device)
+        with torch.inference_mode():
+            hidden = self.model.model(**inputs).last_hidden_state[:, -1]
+            logp = torch.log_softmax(self.model.lm_head(hidden).float(), dim=-1)
+        yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
+        no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
+        return list(zip(yes.tolist(), no.tolist()))
 
 
 def _cache_keyword(forward) -> str:

@@ -1,0 +1,123 @@
+"""Captions: a video LLM writes a short factual caption per video.
+
+    python -m rankvideo.generate_captions --video-root R --output captions.jsonl --model-name M \\
+        [--ids FILE] [--fps 2] [--max-frames 16] [--max-new-tokens 196] [--backend hf|vllm] [--batch-size 4]
+
+Records ``{"doc_id", "text", "meta"}`` one per line, appended as they are made: a rerun finishes
+the missing ids and never duplicates one. Videos that cannot be read go to ``failures.jsonl``
+beside the output (``--failures``) and are counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import formats, logs, prompts
+from .video import FailureLog, VideoError, VideoResolver, VideoSettings, load_video
+
+log = logging.getLogger(__name__)
+
+
+def read_ids(path) -> list[str]:
+    """Video ids, one per line (or the keys of a video2queries JSON)."""
+    if str(path).endswith(".json"):
+        return sorted(formats.read_video2queries(path))
+    ids = [line.split("\t")[0].strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines()]
+    return [i for i in ids if i]
+
+
+def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, output, failures_path, settings: VideoSettings,
+                   max_new_tokens: int, batch_size: int, model_name: str, progress: bool = True) -> dict:
+    """Caption every id not yet in ``output``; returns counts."""
+    from tqdm import tqdm
+
+    done = formats.JsonlAppender(output, "doc_id")
+    failures = FailureLog(failures_path)
+    todo = [i for i in dict.fromkeys(ids) if i not in done and i not in failures]
+    counts = {"asked": len(set(ids)), "already_done": len(set(ids)) - len(todo), "captioned": 0, "failed": 0,
+              "empty": 0}
+    bar = tqdm(total=len(todo), desc=f"captions {model_name}", unit="video", disable=not progress, file=sys.stderr)
+    for start in range(0, len(todo), batch_size):
+        batch = []
+        for video_id in todo[start:start + batch_size]:
+            try:
+                batch.append((video_id, load_video(resolver.resolve(video_id), settings, video_id=video_id)))
+            except VideoError as error:
+                failures.record(video_id, error.path, error.reason)
+                counts["failed"] += 1
+                bar.update(1)
+        if not batch:
+            continue
+        began = time.perf_counter()
+        texts = generator.generate_batch([(video, prompts.captioner_messages()) for _, video in batch], max_new_tokens)
+        seconds = (time.perf_counter() - began) / len(batch)
+        for (video_id, video), text in zip(batch, texts):
+            text = " ".join(text.split())
+            counts["empty"] += not text
+            done.append({"doc_id": video_id, "text": text,
+                         "meta": {"model": model_name, "frames": video.num_frames, "max_new_tokens": max_new_tokens,
+                                  "seconds": round(seconds, 3)}})
+            counts["captioned"] += 1
+        bar.update(len(batch))
+    bar.close()
+    if counts["empty"]:
+        log.warning("%d captions are empty (kept, so that the gap is visible downstream)", counts["empty"])
+    log.info("captions: %s", counts)
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rankvideo.generate_captions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video-root", required=True, help="folder of the videos")
+    parser.add_argument("--video-layout", choices=["flat", "multivent", "index"], default="flat")
+    parser.add_argument("--video-index", help="TSV video_id<TAB>path (layout index)")
+    parser.add_argument("--output", required=True, help="captions JSONL")
+    parser.add_argument("--failures", help="failure manifest (default: failures.jsonl beside --output)")
+    parser.add_argument("--model-name", required=True, help="video LLM: local folder or hub id")
+    parser.add_argument("--ids", help="video ids to caption: a file of ids or a video2queries JSON (default: all files)")
+    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--max-frames", type=int, default=16)
+    parser.add_argument("--tokens-per-frame", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=196)
+    parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--cache-dir")
+    parser.add_argument("--device")
+    parser.add_argument("--dtype")
+    parser.add_argument("--tensor-parallel", type=int, default=1)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logs.setup()
+    try:
+        resolver = VideoResolver(args.video_root, args.video_layout, args.video_index)
+        ids = read_ids(args.ids) if args.ids else sorted({p.stem for p in Path(args.video_root).iterdir() if p.is_file()})
+    except (formats.FormatError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    counts = run(args.model_name, ids, resolver, args.output, args.failures,
+                 VideoSettings.with_tokens(args.fps, args.max_frames, args.tokens_per_frame), args.max_new_tokens,
+                 args.batch_size, args.backend, progress=not args.no_progress,
+                 options={"cache_dir": args.cache_dir, "dtype": args.dtype,
+                          **({"device": args.device} if args.backend == "hf" else
+                             {"tensor_parallel_size": args.tensor_parallel})})
+    print(" ".join(f"{k}={v}" for k, v in counts.items()))
+    return 1 if counts["asked"] and not (counts["captioned"] + counts["already_done"]) else 0
+
+
+def run(model: str, ids, resolver, output, failures, settings, max_new_tokens, batch_size, backend="hf",
+        progress=True, options: dict | None = None) -> dict:
+    from . import backends, models
+
+    generator = backends.create(backend, model, **(options or {}))
+    failures = failures or Path(output).with_name(FailureLog.FILENAME)
+    return caption_videos(ids, resolver, generator, output, failures, settings, max_new_tokens, batch_size,
+                          models.model_name(model), progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

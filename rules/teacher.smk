@@ -1,0 +1,21 @@
+# Teacher reasoning labels for the top-k candidates of each training query, from caption + ASR.
+
+
+rule teacher_labels:
+    input:
+        unpack(teacher_inputs),
+    output:
+        "results/teacher/teacher_labels.jsonl",
+    params:
+        model=lambda wildcards: model_path("teacher"),
+        settings=config["teacher"],
+        models=config["models"],
+    threads: 2
+    log:
+        "results/logs/teacher_labels.log",
+    benchmark:
+        "results/benchmarks/teacher_labels.tsv"
+    conda:
+        "../envs/rankvideo.yaml"
+    script:
+        "../scripts/teacher_labels.py"

@@ -1,0 +1,11 @@
+from pathlib import Path
+
+from rankvideo import logs, pipeline, training_data
+
+with logs.to_file(snakemake.log[0]):
+    settings, inputs = snakemake.params.settings, snakemake.input
+    training_data.build(
+        inputs.queries, inputs.qrels, inputs.run, inputs.teacher, inputs.asr, inputs.captions,
+        pipeline.resolver(snakemake.params.videos), Path(snakemake.output.train).parent, settings["depth"],
+        settings["eval_fraction"], snakemake.params.seed, settings["stage1_captions"],
+        stage1_captions=inputs.get("stage1_captions"))
