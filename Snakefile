@@ -21,6 +21,7 @@ include: "rules/models.smk"
 include: "rules/captions.smk"
 include: "rules/teacher.smk"
 include: "rules/training_data.smk"
+include: "rules/train.smk"
 include: "rules/rerank.smk"
 include: "rules/evaluate.smk"
 
@@ -32,6 +33,7 @@ localrules:
     first_stage,
     gather_rerank,
     training_data,
+    loss_curves,
     evaluate,
     metrics,
 
@@ -40,4 +42,5 @@ rule all:
     input:
         "results/metrics.tsv",
         "results/training_data/report.json",
+        "results/plots/loss_curves.png",
     default_target: True

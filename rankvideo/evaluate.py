@@ -148,6 +148,39 @@ def rerank_run(
     return reranked
 
 
+def fuse(first_stage: Run, scores: Run, rerank_depth: int, method: str = "zscore", weight: float = 0.5,
+         rrf_k: float = 60.0) -> Run:
+    """Fuse model scores with first-stage scores over each query's top ``rerank_depth`` candidates.
+
+    ``zscore``: ``(1 - weight) * z(model) + weight * z(first stage)``, z-scores taken per query over
+    the scored candidates (a constant list gets z = 0). ``rrf``: ``(1 - weight) / (k + rank_model) +
+    weight / (k + rank_first_stage)``. Candidates without a model score are left out (they follow
+    the scored ones, as in :func:`rerank_run`).
+    """
+    import numpy as np
+
+    fused: Run = {}
+    for qid, docs in first_stage.items():
+        head = [d for d in ranked(docs)[:rerank_depth] if d in scores.get(qid, {})]
+        if not head:
+            continue
+        model = np.array([scores[qid][d] for d in head], dtype=float)
+        first = np.array([docs[d] for d in head], dtype=float)
+        if method == "zscore":
+            def z(x):
+                return (x - x.mean()) / x.std() if x.std() > 0 else np.zeros_like(x)
+
+            values = (1 - weight) * z(model) + weight * z(first)
+        elif method == "rrf":
+            model_rank = {d: r for r, d in enumerate(ranked(dict(zip(head, model))), start=1)}
+            first_rank = {d: r for r, d in enumerate(head, start=1)}
+            values = np.array([(1 - weight) / (rrf_k + model_rank[d]) + weight / (rrf_k + first_rank[d]) for d in head])
+        else:
+            raise EvaluationError(f"unknown fusion method {method!r}; use zscore or rrf")
+        fused[qid] = {d: float(v) for d, v in zip(head, values)}
+    return fused
+
+
 def coverage(
     first_stage: Mapping[str, Mapping[str, float]],
     scores: Mapping[str, Mapping[str, float]],
@@ -306,6 +339,7 @@ def evaluate_system(
     score_field: str = "logit_delta",
     only_scored_queries: bool = False,
     queries: PathLike | None = None,
+    fusion: Mapping | None = None,
 ) -> SystemEvaluation:
     """Evaluate one first stage and, given ``pred_dir``, its reranking by the model's scores.
 
@@ -361,6 +395,10 @@ def evaluate_system(
     scores: Run = {}
     if pred_dir is not None:
         scores = read_prediction_dir(pred_dir, score_field)
+        if fusion:  # {"method", "weight", "rrf_k"}: the model's scores fused with the first stage's
+            scores = fuse(run, scores, rerank_depth, fusion.get("method", "zscore"), fusion.get("weight", 0.5),
+                          fusion.get("rrf_k", 60.0))
+            note(f"scores fused with the first stage: {dict(fusion)}")
         for qid, docs in scores.items():
             for doc, value in docs.items():
                 if math.isnan(value):

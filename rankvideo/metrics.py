@@ -201,3 +201,29 @@ def plot_ndcg_at_k(path: PathLike, table: pd.DataFrame) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png", metadata={"Software": None})
+
+
+def plot_loss_curves(model_dirs, path: PathLike) -> None:
+    """Training (and eval) loss per step of each trained stage, from its ``loss_history.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from .formats import read_json
+
+    figure = Figure(figsize=(6, 3.5 * max(1, len(model_dirs))))
+    for row, folder in enumerate(model_dirs):
+        history = read_json(Path(folder) / "loss_history.json")
+        axis = figure.add_subplot(len(model_dirs), 1, row + 1)
+        for key, style in (("loss", "-"), ("eval_loss", "o--")):
+            points = [(h["step"], h[key]) for h in history if key in h]
+            if points:
+                axis.plot(*zip(*points), style, label=key)
+        axis.set_title(Path(folder).name)
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel("loss")
+        axis.legend()
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", metadata={"Software": None})

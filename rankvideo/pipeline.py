@@ -23,6 +23,15 @@ def apply_offline(models: dict) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+def load_options(models: dict):
+    """models section → :class:`rankvideo.models.LoadOptions` (and offline mode applied)."""
+    from .models import LoadOptions
+
+    apply_offline(models)
+    return LoadOptions(cache_dir=models.get("cache_dir"), trust_remote_code=models.get("trust_remote_code", False),
+                       use_safetensors=not models.get("allow_pickle_weights", False))
+
+
 def generator_options(settings: dict, models: dict) -> dict:
     """Constructor options of a captioning / teacher backend from its config section and models."""
     apply_offline(models)

@@ -18,13 +18,18 @@ DATASET = config["dataset"]
 SYNTHETIC = DATASET["kind"] == "synthetic"
 BENCHMARK = "results/benchmark"
 SYSTEMS = config["systems"]
-RERANKED = [s for s in SYSTEMS if s != "first_stage"]
+import re
+
+FUSED_SUFFIX = "+fusion"
+# systems scored by a model (a fused system reuses its model's predictions)
+SCORED = list(dict.fromkeys(s.removesuffix(FUSED_SUFFIX) for s in SYSTEMS if s != "first_stage"))
+TRAINED = ["stage1", "stage2"] if config["train_stage1"]["enabled"] else ["stage2"]
 SHARDS = [str(i) for i in range(config["rerank"]["shards"])]
 EVAL = config["evaluation"]
 
 wildcard_constraints:
     split="train|test",
-    system="|".join(SYSTEMS),
+    system="|".join(re.escape(s) for s in dict.fromkeys(SYSTEMS + SCORED)),
     shard=r"\d+",
     kind="vlm|text",
 
@@ -70,8 +75,12 @@ def system_inputs(wildcards):
         "queries": queries_tsv("test"),
     }
     if wildcards.system != "first_stage":
-        inputs["predictions"] = f"results/rerank/{wildcards.system}/predictions"
+        inputs["predictions"] = f"results/rerank/{wildcards.system.removesuffix(FUSED_SUFFIX)}/predictions"
     return inputs
+
+
+def fusion_params(wildcards):
+    return config["fusion"] if wildcards.system.endswith(FUSED_SUFFIX) else None
 
 
 TINY = {"base": "results/models/tiny-vlm", "captioner": "results/models/tiny-vlm", "teacher": "results/models/tiny-text"}
@@ -92,7 +101,30 @@ def model_source(system):
     """Model folder or hub id that a reranked system scores with."""
     if system == "base":
         return model_path("base")
+    if system in ("stage1", "stage2"):
+        return f"results/models/{system}"
     raise ValueError(f"no model for system {system!r}")
+
+
+def videos_input():
+    return {"videos": f"{BENCHMARK}/videos"} if SYNTHETIC else {}
+
+
+def train_stage1_inputs(wildcards):
+    return {"train": "results/training_data/stage1_train.jsonl", "eval": "results/training_data/stage1_eval.jsonl",
+            **model_input("base"), **videos_input()}
+
+
+def stage2_init(wildcards=None):
+    """Stage 2 starts from stage 1 (the paper's curriculum) or, with stage 1 off, from the base."""
+    return "results/models/stage1" if config["train_stage1"]["enabled"] else model_path("base")
+
+
+def train_stage2_inputs(wildcards):
+    inputs = {"train": "results/training_data/train.jsonl", "eval": "results/training_data/eval.jsonl", **videos_input()}
+    if stage2_init().startswith("results/"):
+        inputs["model"] = stage2_init()
+    return inputs
 
 
 def reference_captions():

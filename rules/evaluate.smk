@@ -9,6 +9,7 @@ rule evaluate:
         per_query="results/eval/{system}.per_query.tsv",
     params:
         evaluation=EVAL,
+        fusion=fusion_params,
     log:
         "results/logs/evaluate/{system}.log",
     conda:

@@ -30,7 +30,10 @@ Environment (set before vLLM is imported, only where the caller did not set them
 on CPU, ``VLLM_CPU_KVCACHE_SPACE`` = 2 GiB (``kv_cache_space_gib=`` overrides). On a machine without
 CUDA the engine runs in this process (``in_process=None`` → auto): no engine-core / worker
 subprocesses, so it starts ~30 s faster and works from scripts without an ``if __name__ ==
-"__main__"`` guard (vLLM's subprocesses are spawned, which re-imports the main module).
+"__main__"`` guard, such as Snakemake ``script:`` files (on CPU, vLLM spawns its subprocesses, which
+re-imports the main module). The price: vLLM pins this process's OpenMP threads to one core and
+replaces ``torch.set_num_threads``, and input processing shares that core with the model, so steady
+throughput is ~2-3x lower than with ``in_process=False`` (engine subprocess; needs the guard).
 
 Prefix-cache use is logged per video and summed in :attr:`VLLMBackend.stats`
 (``RequestOutput.num_cached_tokens``: prompt tokens whose KV came from the cache, a multiple of
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 VIDEO_PROCESSOR_KWARGS = {"do_sample_frames": False, "do_resize": False}
 DEFAULT_CPU_KV_CACHE_GIB = 2
 DEFAULT_CACHE_ROOT = Path(".cache") / "vllm"
+_set_multiprocessing_env = False  # whether this module set VLLM_ENABLE_V1_MULTIPROCESSING=0
 _DTYPES = {None: "auto", "auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
            "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
@@ -106,6 +110,11 @@ def _logsumexp(values: Sequence[float]) -> float:
     if top == -math.inf:
         return -math.inf
     return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+class _DropSetNumThreadsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "torch.set_num_threads" not in record.getMessage()
 
 
 class _Engine:
@@ -160,15 +169,24 @@ class _Engine:
             args["max_logprobs"] = -1
         if multimodal:
             args["limit_mm_per_prompt"] = {"image": 0, "video": 1}
+        global _set_multiprocessing_env
         if in_process:
             # read by LLMEngine when it is created (and cached by vLLM afterwards)
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            _set_multiprocessing_env = True
             args["distributed_executor_backend"] = "uni"
+        elif _set_multiprocessing_env:  # an earlier engine of this process ran in process
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+            _set_multiprocessing_env = False
         args.update(engine_kwargs or {})
         start = time.perf_counter()
         self.llm = vllm.LLM(**args)
         self.start_seconds = time.perf_counter() - start
         self.in_process = in_process
+        if in_process and not _cuda_available():
+            # the CPU worker replaced torch.set_num_threads in this process; vLLM's own input processing
+            # calls it for every request and would log one warning each time
+            logging.getLogger("vllm.v1.worker.cpu_worker").addFilter(_DropSetNumThreadsWarning())
         log.info("vLLM %s engine for %s started in %.1f s (%s, prefix caching on, %s, cache root %s)",
                  vllm.__version__, self.model_name, self.start_seconds, args["dtype"],
                  "in process" if in_process else "engine subprocess", os.environ["VLLM_CACHE_ROOT"])

@@ -1,0 +1,93 @@
+"""Stage 1: perception-grounded caption SFT with transformers' Trainer.
+
+    python -m rankvideo.train_perception --model M --train-data stage1_train.jsonl --eval-data stage1_eval.jsonl \\
+        --output-dir O [--epochs 2 --lr 1e-5 --batch-size 1 --grad-accum 16 --qlora/--no-qlora --fps 2 --max-frames 32]
+
+One example per video: the caption prompt of :mod:`rankvideo.prompts` (system, video, "Caption
+this video...") and the target ``<think>{caption}</think>``; the causal-LM loss is computed on the
+assistant tokens only. Checkpoints go to ``{output-dir}.checkpoints``; an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import logs, models, prompts
+from .train_reranker import add_common_flags, settings_from_args
+from .training import common
+
+log = logging.getLogger(__name__)
+
+
+class CaptionCollator:
+    """Examples → processor inputs with ``labels`` = -100 everywhere but the assistant's answer."""
+
+    def __init__(self, processor, videos: common.VideoCache):
+        self.processor, self.videos = processor, videos
+        self.prompt = processor.apply_chat_template(prompts.caption_messages(), tokenize=False, add_generation_prompt=True)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        loaded = [self.videos(e["videos"][0]) for e in examples]
+        answers = [prompts.caption_target(e["caption"]) + "<|im_end|>" for e in examples]
+        batch = self.processor(text=[self.prompt + a for a in answers], videos=[v.frames for v in loaded],
+                               video_metadata=[v.metadata for v in loaded], do_sample_frames=False, do_resize=False,
+                               padding=True, padding_side="right", return_tensors="pt")
+        batch = dict(batch)
+        labels = torch.full_like(batch["input_ids"], -100)
+        lengths = batch["attention_mask"].sum(dim=1)
+        for row, answer in enumerate(answers):
+            # the answer follows the generation prompt; special tokens split text, so its ids are
+            # the same alone as inside the whole sequence
+            n = len(self.processor.tokenizer(answer, add_special_tokens=False)["input_ids"])
+            end = int(lengths[row])
+            labels[row, end - n:end] = batch["input_ids"][row, end - n:end]
+        batch["labels"] = labels
+        return batch
+
+
+def train(model_path: str, train_data, eval_data, output_dir, settings: common.TrainSettings,
+          options: models.LoadOptions = models.LoadOptions()):
+    from transformers import Trainer
+
+    common.set_threads(settings)
+    output_dir = Path(output_dir)
+    checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
+    train_records = common.read_records(train_data, ("doc_id", "videos", "caption"))
+    eval_records = common.read_records(eval_data, ("doc_id", "videos", "caption"), allow_empty=True) if eval_data else None
+    eval_records = eval_records or None
+    model, processor = common.prepare_model(model_path, settings, options)
+    args = common.training_arguments(settings, checkpoints, eval_strategy="epoch" if eval_records else "no")
+    trainer = Trainer(model=model, args=args, train_dataset=train_records, eval_dataset=eval_records,
+                      data_collator=CaptionCollator(processor, common.VideoCache(settings.video())))
+    resume = common.last_checkpoint(checkpoints)
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        trainer.model = common.finalize(trainer.model, processor, output_dir, "stage1", model_path, settings,
+                        {"train": train_data, "eval": eval_data}, trainer.state.log_history)
+    return trainer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rankvideo.train_perception", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="base model: hub id or folder")
+    parser.add_argument("--train-data", required=True)
+    parser.add_argument("--eval-data")
+    parser.add_argument("--output-dir", required=True)
+    add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=1, grad_accum=16, max_frames=32)
+    args = parser.parse_args(argv)
+    logs.setup()
+    train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args),
+          options=models.LoadOptions(cache_dir=args.cache_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

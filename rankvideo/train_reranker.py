@@ -1,0 +1,203 @@
+"""Stage 2: train the reranker (pairwise + teacher distillation + pointwise) with transformers' Trainer.
+
+    python -m rankvideo.train_reranker --model STAGE1 --train-data train.jsonl --eval-data eval.jsonl \\
+        --output-dir O [--num-negs 1 --tau-rank 10 --tau-distill 5 --tau-point 1 --lambda-distill 5 --lambda-point 1]
+        [--epochs --lr --batch-size --grad-accum --finetune full|lora|qlora --fps --max-frames]
+
+Batches are query groups (one positive + ``num_negs`` negatives, :mod:`rankvideo.training.sampler`);
+``s = logit[yes] - logit[no]`` is read at the position after ``<answer>`` of the one prompt module's
+default prompt, the position inference scores. Checkpoints go to ``{output-dir}.checkpoints`` and an
+interrupted run resumes from the newest one; the output folder loads directly in the rerank rule
+and ``VLMReranker`` (adapters merged). Runs under torchrun / accelerate for DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import logs, models, prompts
+from .training import common
+from .training.losses import LossWeights, reranker_loss
+from .training.sampler import GroupBatchSampler
+from .training_data import is_positive
+
+log = logging.getLogger(__name__)
+
+
+class PairCollator:
+    """Examples → processor inputs (right-padded) + group, label and teacher tensors."""
+
+    def __init__(self, processor, videos: common.VideoCache, prompt_variant: str = "default"):
+        self.processor, self.videos, self.variant = processor, videos, prompt_variant
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        loaded = [self.videos(e["videos"][0]) for e in examples]
+        texts = [prompts.render_rerank(self.processor, e["query"], self.variant) for e in examples]
+        batch = self.processor(text=texts, videos=[v.frames for v in loaded], video_metadata=[v.metadata for v in loaded],
+                               do_sample_frames=False, do_resize=False, padding=True, padding_side="right",
+                               return_tensors="pt")
+        batch = dict(batch)
+        groups = {q: i for i, q in enumerate(dict.fromkeys(e["query_id"] for e in examples))}
+        batch["group"] = torch.tensor([groups[e["query_id"]] for e in examples])
+        batch["positive"] = torch.tensor([bool(is_positive(e)) for e in examples])
+        batch["teacher_p_yes"] = torch.tensor([math.nan if e.get("teacher_p_yes") is None else float(e["teacher_p_yes"])
+                                               for e in examples])
+        return batch
+
+
+def answer_scores(model, inputs: dict, yes_id: int, no_id: int):
+    """``logit[yes] - logit[no]`` at each row's last real token (only those rows hit the LM head)."""
+    import torch
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    outputs = core.model(**inputs)
+    hidden = outputs.last_hidden_state
+    last = inputs["attention_mask"].sum(dim=1) - 1
+    h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weight = core.lm_head.weight[[yes_id, no_id]]
+    logits = h @ weight.T
+    return logits[:, 0] - logits[:, 1]
+
+
+def make_trainer_class():
+    from torch.utils.data import DataLoader
+    from transformers import Trainer
+
+    class EpochLoader(DataLoader):
+        def set_epoch(self, epoch: int) -> None:
+            self.batch_sampler.set_epoch(epoch)
+
+    class RerankerTrainer(Trainer):
+        """Trainer with query-group batches and the stage-2 loss."""
+
+        def __init__(self, *args, weights: LossWeights, yes_id: int, no_id: int, num_negs: int, groups_per_batch: int,
+                     **kwargs):
+            super().__init__(*args, **kwargs)
+            self.weights, self.yes_id, self.no_id = weights, yes_id, no_id
+            self.num_negs, self.groups_per_batch = num_negs, groups_per_batch
+            self.loss_parts: dict[str, list[float]] = {}
+
+        def _group_loader(self, dataset, seed):
+            sampler = GroupBatchSampler([e["query_id"] for e in dataset], [is_positive(e) for e in dataset],
+                                        num_negs=self.num_negs, groups_per_batch=self.groups_per_batch, seed=seed,
+                                        rank=self.args.process_index, world_size=self.args.world_size)
+            return EpochLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                               num_workers=self.args.dataloader_num_workers)
+
+        def get_train_dataloader(self):
+            return self._group_loader(self.train_dataset, self.args.seed)
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            return self._group_loader(eval_dataset if eval_dataset is not None else self.eval_dataset, 0)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            group, positive, teacher = inputs.pop("group"), inputs.pop("positive"), inputs.pop("teacher_p_yes")
+            s = answer_scores(model, inputs, self.yes_id, self.no_id).float()
+            loss, parts = reranker_loss(s, group, positive, teacher.to(s.dtype), self.weights)
+            for name, value in parts.items():
+                self.loss_parts.setdefault(name, []).append(value)
+            return (loss, {"scores": s}) if return_outputs else loss
+
+        def log(self, logs_: dict, *args, **kwargs):
+            for name, values in self.loss_parts.items():
+                logs_[f"loss_{name}"] = round(sum(values) / len(values), 5)
+            self.loss_parts = {}
+            super().log(logs_, *args, **kwargs)
+
+    return RerankerTrainer
+
+
+def train(model_path: str, train_data, eval_data, output_dir, settings: common.TrainSettings, weights: LossWeights,
+          num_negs: int = 1, prompt_variant: str = "default",
+          options: models.LoadOptions = models.LoadOptions()):
+    """Train stage 2 into ``output_dir``; returns the Trainer (its model: the saved, merged one)."""
+    common.set_threads(settings)
+    output_dir = Path(output_dir)
+    checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
+    train_records = common.read_records(train_data, ("query_id", "query", "doc_id", "videos"))
+    eval_records = common.read_records(eval_data, ("query_id", "query", "doc_id", "videos"), allow_empty=True) if eval_data else None
+    eval_records = eval_records or None
+    model, processor = common.prepare_model(model_path, settings, options)
+    yes_id, no_id = prompts.single_answer_ids(processor.tokenizer)
+    trainer_class = make_trainer_class()
+    groups_per_batch = settings.batch_size  # --batch-size counts query groups (1 positive + num_negs negatives)
+    args = common.training_arguments(settings, checkpoints, eval_strategy="epoch" if eval_records else "no")
+    trainer = trainer_class(model=model, args=args, train_dataset=train_records, eval_dataset=eval_records,
+                            data_collator=PairCollator(processor, common.VideoCache(settings.video()), prompt_variant),
+                            weights=weights, yes_id=yes_id, no_id=no_id, num_negs=num_negs,
+                            groups_per_batch=groups_per_batch)
+    resume = common.last_checkpoint(checkpoints)
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        trainer.model = common.finalize(trainer.model, processor, output_dir, "stage2", model_path, settings,
+                        {"train": train_data, "eval": eval_data}, trainer.state.log_history)
+    return trainer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rankvideo.train_reranker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="stage-1 folder (or any Qwen3-VL: hub id or folder)")
+    parser.add_argument("--train-data", required=True)
+    parser.add_argument("--eval-data")
+    parser.add_argument("--output-dir", required=True)
+    add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=3, grad_accum=8, max_frames=24)
+    parser.add_argument("--num-negs", type=int, default=1)
+    defaults = LossWeights()
+    for name in ("tau_rank", "tau_distill", "tau_point", "lambda_distill", "lambda_point"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    return parser
+
+
+def add_common_flags(parser, lr: float, epochs: float, batch_size: int, grad_accum: int, max_frames: int) -> None:
+    """Flags both stages share (the seed's, plus finetune mode and video sampling)."""
+    parser.add_argument("--epochs", type=float, default=epochs)
+    parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (-1: epochs)")
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--grad-accum", type=int, default=grad_accum)
+    parser.add_argument("--warmup-ratio", type=float, default=0.03)
+    parser.add_argument("--finetune", choices=["full", "lora", "qlora"], default="lora")
+    parser.add_argument("--qlora", dest="finetune", action="store_const", const="qlora", help="same as --finetune qlora")
+    parser.add_argument("--no-qlora", dest="finetune", action="store_const", const="lora", help="same as --finetune lora")
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--lora-alpha", type=int, default=32)
+    parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--max-frames", type=int, default=max_frames)
+    parser.add_argument("--tokens-per-frame", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--logging-steps", type=int, default=10)
+    parser.add_argument("--save-steps", type=int, default=200)
+    parser.add_argument("--cache-dir")
+
+
+def settings_from_args(args) -> common.TrainSettings:
+    return common.TrainSettings(
+        epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        warmup_ratio=args.warmup_ratio, finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        gradient_checkpointing=args.gradient_checkpointing, fps=args.fps, max_frames=args.max_frames,
+        tokens_per_frame=args.tokens_per_frame, seed=args.seed, logging_steps=args.logging_steps,
+        save_steps=args.save_steps)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup()
+    weights = LossWeights(tau_rank=args.tau_rank, tau_distill=args.tau_distill, tau_point=args.tau_point,
+                          lambda_distill=args.lambda_distill, lambda_point=args.lambda_point)
+    train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args), weights,
+          num_negs=args.num_negs, options=models.LoadOptions(cache_dir=args.cache_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""What both training stages share: settings, model preparation (full / LoRA / QLoRA), video
+caching, the Trainer arguments, resumption and the final, self-describing checkpoint folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .. import formats, models
+from ..video import LoadedVideo, VideoSettings, load_video
+
+log = logging.getLogger(__name__)
+
+#: LoRA targets of the reference: attention and MLP projections of the language model, plus the
+#: vision-language projector (Qwen3-VL's "merger") where present
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PROJECTOR_MODULES = ["merger"]
+RECORD = "rankvideo_training.json"
+
+
+@dataclass
+class TrainSettings:
+    """Settings of one stage (the config's ``train_stage1`` / ``train_stage2`` sections)."""
+
+    epochs: float = 2.0
+    max_steps: int = -1
+    lr: float = 1e-5
+    batch_size: int = 1
+    grad_accum: int = 16
+    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    finetune: str = "lora"  # full | lora | qlora
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    gradient_checkpointing: bool = True
+    bf16: bool | None = None  # None: on GPU
+    seed: int = 42
+    fps: float = 2.0
+    max_frames: int = 32
+    tokens_per_frame: int = 128
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 2
+    dataloader_workers: int = 0
+    torch_threads: int | None = None
+    extra: dict = field(default_factory=dict)  # stage-specific settings
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainSettings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known},
+                   extra={k: v for k, v in values.items() if k not in known})
+
+    @classmethod
+    def from_config(cls, section: dict, seed: int) -> "TrainSettings":
+        """A ``train_stage1`` / ``train_stage2`` config section (video settings nested)."""
+        values = {k: v for k, v in section.items() if k != "video"}
+        values.update(section.get("video", {}), seed=seed)
+        return cls.from_dict(values)
+
+    def video(self) -> VideoSettings:
+        return VideoSettings.with_tokens(self.fps, self.max_frames, self.tokens_per_frame)
+
+
+def device_kind() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prepare_model(model_path: str, settings: TrainSettings, options: models.LoadOptions = models.LoadOptions()):
+    """(model, processor) ready to train: full fine-tuning, LoRA or QLoRA (4-bit nf4, GPU only)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if settings.finetune not in ("full", "lora", "qlora"):
+        raise ValueError(f"finetune must be full, lora or qlora, not {settings.finetune!r}")
+    device = device_kind()
+    if settings.finetune == "qlora" and device != "cuda":
+        raise RuntimeError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels); use finetune: lora or full on CPU")
+    path = models.resolve(model_path, options)
+    bf16 = settings.bf16 if settings.bf16 is not None else device == "cuda"
+    kwargs = dict(options.kwargs(), dtype=torch.bfloat16 if bf16 else torch.float32,
+                  use_safetensors=options.use_safetensors)
+    if settings.finetune == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    processor = AutoProcessor.from_pretrained(path, **options.kwargs())
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    if settings.finetune in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if settings.finetune == "qlora":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+        names = {name.split(".")[-1] for name, _ in model.named_modules()}
+        config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                            target_modules=[t for t in LORA_TARGETS if t in names],
+                            modules_to_save=[m for m in PROJECTOR_MODULES if m in names] or None, task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
+        model.print_trainable_parameters()
+    return model, processor
+
+
+def training_arguments(settings: TrainSettings, checkpoint_dir: Path, **overrides):
+    from transformers import TrainingArguments
+
+    bf16 = settings.bf16 if settings.bf16 is not None else device_kind() == "cuda"
+    overrides.setdefault("eval_strategy", "no")
+    # transformers 5.2x folded warmup_ratio into warmup_steps (a float below 1 is a ratio)
+    names = {f.name for f in fields(TrainingArguments)}
+    overrides["warmup_ratio" if "warmup_ratio" in names else "warmup_steps"] = settings.warmup_ratio
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        learning_rate=settings.lr, per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
+        lr_scheduler_type=settings.scheduler, weight_decay=settings.weight_decay,
+        bf16=bf16, gradient_checkpointing=settings.gradient_checkpointing, seed=settings.seed, data_seed=settings.seed,
+        logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
+        save_strategy="steps", report_to=[], remove_unused_columns=False,
+        dataloader_num_workers=settings.dataloader_workers, disable_tqdm=False, ddp_find_unused_parameters=False,
+        **overrides)
+
+
+def last_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder, to resume an interrupted run from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not Path(checkpoint_dir).is_dir():
+        return None
+    return get_last_checkpoint(str(checkpoint_dir))
+
+
+class VideoCache:
+    """Each video decoded once per process, however many examples and epochs use it."""
+
+    def __init__(self, settings: VideoSettings):
+        self.settings, self._videos = settings, {}
+
+    def __call__(self, path: str) -> LoadedVideo:
+        if path not in self._videos:
+            self._videos[path] = load_video(path, self.settings)
+        return self._videos[path]
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def finalize(model, processor, output_dir, stage: str, base_model: str, settings: TrainSettings, data_files: dict,
+             history: list[dict]):
+    """Save a folder that the rerank rule and VLMReranker load directly: LoRA adapters merged into
+    the weights, processor beside them, and ``rankvideo_training.json`` recording config, data
+    hashes and code version; ``loss_history.json`` holds the Trainer's log. Returns the saved
+    (merged) model."""
+    from ..rerank import code_version
+
+    output_dir = Path(output_dir)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(output_dir, safe_serialization=True)
+    processor.save_pretrained(output_dir)
+    record = {"stage": stage, "base_model": base_model, "settings": asdict(settings),
+              "data": {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in data_files.items() if p},
+              "code_version": code_version(), "git_commit": git_commit(), "merged_adapters": settings.finetune != "full"}
+    formats.write_json(output_dir / RECORD, record)
+    formats.write_json(output_dir / "loss_history.json", history)
+    log.info("saved %s model to %s", stage, output_dir)
+    return model
+
+
+def read_records(path, required: tuple[str, ...], allow_empty: bool = False) -> list[dict[str, Any]]:
+    records = formats.read_jsonl(path, required)
+    if not records:
+        if not allow_empty:
+            raise ValueError(f"{path}: no training examples")
+        log.warning("%s: no examples; evaluation skipped", path)
+    return records
+
+
+def set_threads(settings: TrainSettings) -> None:
+    import torch
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, indent=1, default=str)

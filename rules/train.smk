@@ -1,0 +1,56 @@
+# Stage 1 (caption SFT) and stage 2 (reranker) training, and the loss curves of both.
+
+
+rule train_stage1:
+    input:
+        unpack(train_stage1_inputs),
+    output:
+        directory("results/models/stage1"),
+    params:
+        base=lambda wildcards: model_path("base"),
+        settings=config["train_stage1"],
+        models=config["models"],
+        seed=config["seed"],
+    threads: 2
+    log:
+        "results/logs/train_stage1.log",
+    benchmark:
+        "results/benchmarks/train_stage1.tsv"
+    conda:
+        "../envs/rankvideo.yaml"
+    script:
+        "../scripts/train_stage1.py"
+
+
+rule train_stage2:
+    input:
+        unpack(train_stage2_inputs),
+    output:
+        directory("results/models/stage2"),
+    params:
+        init=stage2_init,
+        settings=config["train_stage2"],
+        models=config["models"],
+        seed=config["seed"],
+    threads: 2
+    log:
+        "results/logs/train_stage2.log",
+    benchmark:
+        "results/benchmarks/train_stage2.tsv"
+    conda:
+        "../envs/rankvideo.yaml"
+    script:
+        "../scripts/train_stage2.py"
+
+
+rule loss_curves:
+    input:
+        models=expand("results/models/{stage}", stage=TRAINED),
+    output:
+        "results/plots/loss_curves.png",
+    log:
+        "results/logs/loss_curves.log",
+    conda:
+        "../envs/rankvideo.yaml"
+    script:
+        "../scripts/loss_curves.py"
