@@ -113,3 +113,22 @@ def test_unknown_model_fails_with_one_sentence(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFoundError, match="has no config.json"):
         resolve(tmp_path / "empty")
+
+
+def test_batched_vision_attention_equals_transformers_own(backend, videos):
+    """The one-call-per-video vision attention gives the stock per-frame-group result."""
+    import torch
+
+    video = load_video(videos[1], SETTINGS)
+    inputs = backend._processor_inputs([backend.split_prompt("a red circle")[0]], video)
+    visual = backend.model.model.visual
+    attn_cls = type(visual.blocks[0].attn)
+    with torch.no_grad():
+        batched = visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"]).pooler_output
+        patched = attn_cls.forward
+        attn_cls.forward = attn_cls._rankvideo_original_forward
+        try:
+            stock = visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"]).pooler_output
+        finally:
+            attn_cls.forward = patched
+    assert torch.allclose(torch.cat(list(batched)), torch.cat(list(stock)), atol=1e-5)

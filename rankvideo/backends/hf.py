@@ -1,16 +1,16 @@
 """The transformers backend: score per video against a shared prefix.
 
 For video-first prompts (the default), one video costs one vision-encoder pass and one prefill of
-``system + video``; every query of that video is then scored as a batch of short suffixes against
-the shared KV cache, with the M-RoPE positions the full sequence would have. Only the hidden
-state at the answer position is projected to the vocabulary (one row per query, never the whole
-sequence). Query-first prompts (``reference_inference``) and ``mode="per_pair"`` run one full
-forward per pair, the reference's way; both paths give the same scores (tests/test_hf_backend.py).
+``system + video``; every query of that video is then scored as a short suffix against the shared KV
+cache, all suffixes packed into one batch-1 sequence with a block mask (no padding, no copy of the
+cache), with the M-RoPE positions the full sequence would have. A single query is one full forward.
+Only the hidden state at the answer position is projected to the vocabulary (one row per query,
+never the whole sequence). Query-first prompts (``reference_inference``) and ``mode="per_pair"`` run one full
+forward per pair, the reference's way; both paths give the same scores (tests/test_reranker.py).
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 from typing import Sequence
@@ -49,12 +49,15 @@ class HFBackend:
         self.yes_ids = torch.tensor(yes, device=self.device)
         self.no_ids = torch.tensor(no, device=self.device)
         self._cache_kw = _cache_keyword(self.model.model.language_model.forward)
+        _batch_vision_attention(self.model)
 
     # ------------------------------------------------------------------ inputs
 
     def _processor_inputs(self, texts: list[str], video: LoadedVideo):
+        # on a GPU the video processor (uint8 -> normalised patches) runs there: 7 ms instead of 30 ms a video
+        on_gpu = {"device": str(self.device)} if self.device.type == "cuda" else {}
         inputs = self.processor(text=texts, videos=[video.frames] * len(texts), video_metadata=[video.metadata] * len(texts),
-                                do_sample_frames=False, do_resize=False, padding=True, return_tensors="pt")
+                                do_sample_frames=False, do_resize=False, padding=True, return_tensors="pt", **on_gpu)
         return inputs.to(self.device)
 
     def _render(self, query: str) -> str:
@@ -73,7 +76,7 @@ class HFBackend:
     def score_video(self, video: LoadedVideo, queries: Sequence[str]) -> list[dict]:
         if not queries:
             return []
-        if self.mode == "per_pair":
+        if self.mode == "per_pair" or len(queries) == 1:  # one query: one full forward is cheapest
             return [score for query in queries for score in self._score_pair(video, query)]
         return self._score_shared_prefix(video, list(queries))
 
@@ -93,19 +96,32 @@ class HFBackend:
         return text[:cut], text[cut:]
 
     def prefill(self, video: LoadedVideo, prefix: str):
-        """Vision encoder + prefill of the shared prefix: (cache, next text position)."""
+        """Vision encoder + prefill of the shared prefix: (cache, next text position, prefix length).
+
+        The next position is a 0-d tensor on the device (no host sync): ``rope_deltas + P``, the M-RoPE
+        offset the model stored while computing the prefix's positions."""
         import torch
 
         inputs = self._processor_inputs([prefix], video)
         with torch.inference_mode():
             out = self.model.model(**inputs, use_cache=True)
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values")
-        positions, _ = _rope_index(self.model.model, inputs)
-        # text after the video continues from here in all three M-RoPE axes
-        next_position = int(positions[:, 0, -1].max()) + 1
-        return cache, next_position, inputs["input_ids"].shape[1]
+        prefix_len = int(inputs["input_ids"].shape[1])
+        deltas = getattr(self.model.model, "rope_deltas", None)
+        if deltas is not None:
+            next_position = deltas.reshape(-1)[0] + prefix_len
+        else:
+            positions, _ = _rope_index(self.model.model, inputs)
+            # text after the video continues from here in all three M-RoPE axes
+            next_position = int(positions[:, 0, -1].max()) + 1
+        return cache, next_position, prefix_len
 
     def _score_shared_prefix(self, video: LoadedVideo, queries: list[str]) -> list[dict]:
+        """All suffixes of a chunk packed into ONE batch-1 sequence against the shared cache.
+
+        Suffix j gets the positions ``next_position + 0..S_j-1`` and a 4-D boolean mask: every prefix
+        key plus its own suffix up to itself. No padding and no copy of the KV cache: the cache grows
+        by the packed tokens during the call and is cut back to the prefix after each chunk."""
         import torch
 
         splits = [self.split_prompt(q) for q in queries]
@@ -114,28 +130,28 @@ class HFBackend:
             raise AssertionError("video-first prompts must share their prefix")
         cache, next_position, prefix_len = self.prefill(video, prefix)
         tokenizer = self.processor.tokenizer
+        device = self.device
         scores: list[dict] = []
         for start in range(0, len(queries), self.query_batch_size):
-            chunk = [suffix for _, suffix in splits[start:start + self.query_batch_size]]
-            ids = [tokenizer(s, add_special_tokens=False)["input_ids"] for s in chunk]
-            lengths = torch.tensor([len(i) for i in ids], device=self.device)
-            width = int(lengths.max())
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            input_ids = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=self.device)
-            batch = len(chunk)
-            suffix_mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
-            attention_mask = torch.cat([torch.ones(batch, prefix_len, dtype=torch.long, device=self.device),
-                                        suffix_mask], dim=1)
-            position_ids = (next_position + torch.arange(width, device=self.device)).view(1, 1, -1).expand(3, batch, -1)
-            chunk_cache = copy.deepcopy(cache)
-            chunk_cache.batch_repeat_interleave(batch)
+            ids = [tokenizer(s, add_special_tokens=False)["input_ids"] for _, s in splits[start:start + self.query_batch_size]]
+            host_lengths = [len(i) for i in ids]
+            total = sum(host_lengths)
+            lengths = torch.tensor(host_lengths, device=device)
+            input_ids = torch.tensor([t for i in ids for t in i], device=device)[None]
+            segment = torch.repeat_interleave(torch.arange(len(ids), device=device), lengths, output_size=total)
+            ends = torch.cumsum(lengths, 0)
+            index = torch.arange(total, device=device)
+            own = (segment[:, None] == segment[None, :]) & (index[None, :] <= index[:, None])
+            mask = torch.cat([torch.ones(total, prefix_len, dtype=torch.bool, device=device), own], dim=1)[None, None]
+            position_ids = (next_position + index - (ends - lengths)[segment]).view(1, 1, -1).expand(3, 1, -1)
             with torch.inference_mode():
                 embeds = self.model.model.get_input_embeddings()(input_ids)
-                out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
+                out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask,
                                                       position_ids=position_ids, use_cache=True,
-                                                      **{self._cache_kw: chunk_cache})
-                hidden = out.last_hidden_state[torch.arange(batch, device=self.device), lengths - 1]
+                                                      **{self._cache_kw: cache})
+                hidden = out.last_hidden_state[0, ends - 1]
                 scores += self._scores_from_logits(self.model.lm_head(hidden))
+            _truncate_cache(cache, prefix_len)
         return scores
 
     # ------------------------------------------------------------------ generation
@@ -209,6 +225,71 @@ class HFTextBackend:
         yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
         no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
         return list(zip(yes.tolist(), no.tolist()))
+
+
+def _truncate_cache(cache, length: int) -> None:
+    """Cut every layer of a DynamicCache back to its first ``length`` positions."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        cache.crop(length)
+        return
+    for layer in layers:
+        layer.keys = layer.keys[..., :length, :]
+        layer.values = layer.values[..., :length, :]
+
+
+def _batch_vision_attention(model) -> None:
+    """Qwen3-VL's vision attention, SDPA path: one attention call over the frame groups of a video.
+
+    transformers (non-flash attention) splits q/k/v with ``cu_seqlens.tolist()`` (a host sync in
+    each of the 27 layers) and runs one SDPA call per frame group. The groups of one video all have
+    ``h * w`` patches, so they are one batch ``[groups, heads, h*w, head_dim]``. A pre-hook on the vision
+    tower reads that size from ``grid_thw`` once per call; mixed sizes keep transformers' own path.
+    Measured (H200, 32 frames): vision tower 42 -> 31 ms, and no longer host-bound."""
+    import torch
+
+    visual = getattr(getattr(model, "model", None), "visual", None)
+    blocks = getattr(visual, "blocks", None)
+    if blocks is None or not hasattr(blocks[0], "attn") or not hasattr(blocks[0].attn, "qkv"):
+        return
+    attn_cls = type(blocks[0].attn)
+    if getattr(attn_cls, "_rankvideo_batched", False):
+        original = attn_cls._rankvideo_original_forward
+    else:
+        original = attn_cls.forward
+    module = inspect.getmodule(original)
+    rotary = getattr(module, "apply_rotary_pos_emb_vision", None)
+    if rotary is None:
+        return
+
+    def forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
+        group = getattr(self, "_rankvideo_group", None)
+        seq = hidden_states.shape[0]
+        if not group or seq % group or "flash" in str(self.config._attn_implementation):
+            return original(self, hidden_states, cu_seqlens, position_embeddings=position_embeddings,
+                            max_seqlen=max_seqlen, **kwargs)
+        q, k, v = self.qkv(hidden_states).reshape(seq, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        cos, sin = position_embeddings
+        q, k = rotary(q, k, cos, sin)
+        q, k, v = (x.reshape(seq // group, group, self.num_heads, -1).transpose(1, 2) for x in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=self.scaling)
+        return self.proj(out.transpose(1, 2).reshape(seq, -1))
+
+    attn_cls._rankvideo_original_forward = original
+    attn_cls._rankvideo_batched = True
+    attn_cls.forward = forward
+    attns = [block.attn for block in blocks]
+
+    def pre_hook(module, args, kwargs):
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        sizes = {int(h) * int(w) for _, h, w in grid.tolist()} if grid is not None else set()
+        group = sizes.pop() if len(sizes) == 1 else None
+        for attn in attns:
+            attn._rankvideo_group = group
+
+    if not getattr(visual, "_rankvideo_group_hook", False):
+        visual.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        visual._rankvideo_group_hook = True
 
 
 def _cache_keyword(forward) -> str:
