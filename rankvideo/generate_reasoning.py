@@ -143,6 +143,9 @@ def create_teacher(backend: str, model: str, **options):
         from .backends.hf import HFTextBackend
 
         return HFTextBackend(model, **options)
+    from .backends import require_vllm
+
+    require_vllm()
     from .backends.vllm import VLLMTextBackend
 
     return VLLMTextBackend(model, **options)

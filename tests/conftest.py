@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def copy_repo(dest: Path) -> Path:
     """A copy of the working tree as a fresh clone would have it (no results, no caches)."""
-    ignore = shutil.ignore_patterns("results", ".snakemake", ".venv", "__pycache__", ".pytest_cache", "*.egg-info", ".git")
+    ignore = shutil.ignore_patterns("results", ".snakemake", ".venv", ".venv-vllm", ".cache", "__pycache__", ".pytest_cache",
+                                    "*.egg-info", ".git", ".whl")
     shutil.copytree(REPO, dest, symlinks=True, ignore=ignore)
     return dest
 

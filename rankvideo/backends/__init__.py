@@ -35,6 +35,16 @@ def pair_scores(logprob_yes: float, logprob_no: float) -> dict:
     return {"logprob_yes": logprob_yes, "logprob_no": logprob_no, "logit_delta": delta, "p_yes": p_yes}
 
 
+def require_vllm() -> None:
+    """A clear error where vLLM is not installed (it lives in its own environment)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ModuleNotFoundError("the vllm backend needs vLLM, which is not installed in this environment: use "
+                                  "backend hf, or run from vLLM's environment (GPU: pip install vllm; CPU: "
+                                  "tools/setup_vllm_cpu.sh)")
+
+
 def create(name: str, model: str, **options) -> Backend:
     """A backend by name: ``hf`` (transformers) or ``vllm``."""
     if name == "hf":
@@ -42,6 +52,7 @@ def create(name: str, model: str, **options) -> Backend:
 
         return HFBackend(model, **options)
     if name == "vllm":
+        require_vllm()
         from .vllm import VLLMBackend
 
         return VLLMBackend(model, **options)
