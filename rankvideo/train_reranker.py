@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class PairCollator:
-    """Examples → processor inputs (right-padded) + group, label and teacher tensors."""
+    """Examples → processor inputs (left-padded: the answer position is the last) + group, label and
+    teacher tensors."""
 
     def __init__(self, processor, videos: common.VideoCache, prompt_variant: str = "default"):
         self.processor, self.videos, self.variant = processor, videos, prompt_variant
@@ -41,7 +42,7 @@ class PairCollator:
         loaded = [self.videos(e["videos"][0]) for e in examples]
         texts = [prompts.render_rerank(self.processor, e["query"], self.variant) for e in examples]
         batch = self.processor(text=texts, videos=[v.frames for v in loaded], video_metadata=[v.metadata for v in loaded],
-                               do_sample_frames=False, do_resize=False, padding=True, padding_side="right",
+                               do_sample_frames=False, do_resize=False, padding=True, padding_side="left",
                                return_tensors="pt")
         batch = dict(batch)
         groups = {q: i for i, q in enumerate(dict.fromkeys(e["query_id"] for e in examples))}
@@ -53,17 +54,12 @@ class PairCollator:
 
 
 def answer_scores(model, inputs: dict, yes_id: int, no_id: int):
-    """``logit[yes] - logit[no]`` at each row's last real token (only those rows hit the LM head)."""
-    import torch
+    """``logit[yes] - logit[no]`` at each row's last token (rows are left-padded).
 
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    outputs = core.model(**inputs)
-    hidden = outputs.last_hidden_state
-    last = inputs["attention_mask"].sum(dim=1) - 1
-    h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    weight = core.lm_head.weight[[yes_id, no_id]]
-    logits = h @ weight.T
-    return logits[:, 0] - logits[:, 1]
+    The call goes through the model's own forward (so DDP / DataParallel / PEFT wrappers work) with
+    ``logits_to_keep=1``: only the answer position is projected to the vocabulary."""
+    logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
+    return logits[:, yes_id] - logits[:, no_id]
 
 
 def make_trainer_class():
@@ -171,6 +167,8 @@ def add_common_flags(parser, lr: float, epochs: float, batch_size: int, grad_acc
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lora-alpha", type=int, default=32)
     parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="auto: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--max-frames", type=int, default=max_frames)
     parser.add_argument("--tokens-per-frame", type=int, default=128)
@@ -184,7 +182,8 @@ def settings_from_args(args) -> common.TrainSettings:
     return common.TrainSettings(
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         warmup_ratio=args.warmup_ratio, finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        gradient_checkpointing=args.gradient_checkpointing, fps=args.fps, max_frames=args.max_frames,
+        gradient_checkpointing=args.gradient_checkpointing, bf16={"auto": None, "bf16": True, "fp32": False}[args.precision],
+        fps=args.fps, max_frames=args.max_frames,
         tokens_per_frame=args.tokens_per_frame, seed=args.seed, logging_steps=args.logging_steps,
         save_steps=args.save_steps)
 

@@ -120,12 +120,12 @@ class _DropSetNumThreadsWarning(logging.Filter):
 class _Engine:
     """The parts both vLLM backends share: model resolution, engine construction and answer scoring."""
 
-    def __init__(self, model: str, *, cache_dir: str | None, dtype: str | None, gpu_memory_utilization: float,
-                 tensor_parallel_size: int, max_model_len: int | None, local_files_only: bool | None,
-                 trust_remote_code: bool, seed: int, allow_pickle_weights: bool, enforce_eager: bool,
-                 block_size: int | None, max_num_seqs: int | None, in_process: bool | None,
-                 vllm_cache_root: str | None, kv_cache_space_gib: int | None, engine_kwargs: dict | None,
-                 multimodal: bool):
+    def __init__(self, model: str, *, multimodal: bool, cache_dir: str | None = None, dtype: str | None = None,
+                 gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1, max_model_len: int | None = None,
+                 local_files_only: bool | None = None, trust_remote_code: bool = False, seed: int = 0,
+                 allow_pickle_weights: bool = False, enforce_eager: bool = False, block_size: int | None = None,
+                 max_num_seqs: int | None = None, in_process: bool | None = None, vllm_cache_root: str | None = None,
+                 kv_cache_space_gib: int | None = None, engine_kwargs: dict | None = None):
         configure_environment(vllm_cache_root, kv_cache_space_gib)
         options = models.LoadOptions(cache_dir=cache_dir, local_files_only=local_files_only,
                                      trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
@@ -228,21 +228,13 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, model: str, *, cache_dir: str | None = None, dtype: str | None = None,
-                 prompt_variant: str = "default", gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None, local_files_only: bool | None = None,
-                 trust_remote_code: bool = False, seed: int = 0, allow_pickle_weights: bool = False,
-                 enforce_eager: bool = False, block_size: int | None = None, max_num_seqs: int | None = None,
-                 in_process: bool | None = None, vllm_cache_root: str | None = None,
-                 kv_cache_space_gib: int | None = None, engine_kwargs: dict | None = None):
+    def __init__(self, model: str, *, prompt_variant: str = "default", **engine_options):
+        """``engine_options``: those of the engine (cache_dir, dtype, gpu_memory_utilization,
+        tensor_parallel_size, max_model_len, local_files_only, trust_remote_code, seed,
+        allow_pickle_weights, enforce_eager, block_size, max_num_seqs, in_process, vllm_cache_root,
+        kv_cache_space_gib, engine_kwargs)."""
         self.prompt = prompts.rerank_prompt(prompt_variant)
-        self._engine = _Engine(model, cache_dir=cache_dir, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                               tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                               local_files_only=local_files_only, trust_remote_code=trust_remote_code, seed=seed,
-                               allow_pickle_weights=allow_pickle_weights, enforce_eager=enforce_eager,
-                               block_size=block_size, max_num_seqs=max_num_seqs, in_process=in_process,
-                               vllm_cache_root=vllm_cache_root, kv_cache_space_gib=kv_cache_space_gib,
-                               engine_kwargs=engine_kwargs, multimodal=True)
+        self._engine = _Engine(model, multimodal=True, **engine_options)
         self.model_name = self._engine.model_name
         self.processor = self._engine.processor
         self.llm = self._engine.llm
@@ -320,19 +312,9 @@ class VLLMTextBackend:
 
     name = "vllm"
 
-    def __init__(self, model: str, *, cache_dir: str | None = None, dtype: str | None = None,
-                 gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1, max_model_len: int | None = None,
-                 local_files_only: bool | None = None, trust_remote_code: bool = False, seed: int = 0,
-                 allow_pickle_weights: bool = False, enforce_eager: bool = False, block_size: int | None = None,
-                 max_num_seqs: int | None = None, in_process: bool | None = None, vllm_cache_root: str | None = None,
-                 kv_cache_space_gib: int | None = None, engine_kwargs: dict | None = None):
-        self._engine = _Engine(model, cache_dir=cache_dir, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                               tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                               local_files_only=local_files_only, trust_remote_code=trust_remote_code, seed=seed,
-                               allow_pickle_weights=allow_pickle_weights, enforce_eager=enforce_eager,
-                               block_size=block_size, max_num_seqs=max_num_seqs, in_process=in_process,
-                               vllm_cache_root=vllm_cache_root, kv_cache_space_gib=kv_cache_space_gib,
-                               engine_kwargs=engine_kwargs, multimodal=False)
+    def __init__(self, model: str, **engine_options):
+        """``engine_options``: as :class:`VLLMBackend`'s."""
+        self._engine = _Engine(model, multimodal=False, **engine_options)
         self.model_name = self._engine.model_name
         self.tokenizer = self._engine.tokenizer
         self.llm = self._engine.llm
