@@ -148,6 +148,10 @@ def rerank_run(
     return reranked
 
 
+#: a system named "<system>+fusion" is <system>'s scores fused with the first stage's (see fuse)
+FUSED_SUFFIX = "+fusion"
+
+
 def fuse(first_stage: Run, scores: Run, rerank_depth: int, method: str = "zscore", weight: float = 0.5,
          rrf_k: float = 60.0) -> Run:
     """Fuse model scores with first-stage scores over each query's top ``rerank_depth`` candidates.

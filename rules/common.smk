@@ -10,9 +10,9 @@ try:
     rv_config.validate(config)
 except rv_config.ConfigError as error:
     raise ValueError(str(error)) from None
-if rv_config.missing_paths(config):
-    raise ValueError("dataset.kind=files needs these config keys to name files: "
-                     + ", ".join(rv_config.missing_paths(config)))
+MISSING = ", ".join(rv_config.missing_paths(config))
+if MISSING:
+    raise ValueError(f"dataset.kind=files needs these config keys to name files: {MISSING}")
 
 DATASET = config["dataset"]
 SYNTHETIC = DATASET["kind"] == "synthetic"
@@ -20,7 +20,7 @@ BENCHMARK = "results/benchmark"
 SYSTEMS = config["systems"]
 import re
 
-FUSED_SUFFIX = "+fusion"
+from rankvideo.evaluate import FUSED_SUFFIX
 # systems scored by a model (a fused system reuses its model's predictions)
 SCORED = list(dict.fromkeys(s.removesuffix(FUSED_SUFFIX) for s in SYSTEMS if s != "first_stage"))
 TRAINED = ["stage1", "stage2"] if config["train_stage1"]["enabled"] else ["stage2"]
@@ -29,7 +29,7 @@ EVAL = config["evaluation"]
 
 wildcard_constraints:
     split="train|test",
-    system="|".join(re.escape(s) for s in dict.fromkeys(SYSTEMS + SCORED)),
+    system="|".join(re.escape(s) for s in dict.fromkeys([*SYSTEMS, *SCORED])),
     shard=r"\d+",
     kind="vlm|text",
 
