@@ -45,8 +45,16 @@ class PairCollator:
                                do_sample_frames=False, do_resize=False, padding=True, padding_side="left",
                                return_tensors="pt")
         batch = dict(batch)
-        groups = {q: i for i, q in enumerate(dict.fromkeys(e["query_id"] for e in examples))}
-        batch["group"] = torch.tensor([groups[e["query_id"]] for e in examples])
+        # a group is a positive and the negatives after it (the sampler's order): a new group starts at a
+        # new query or at a second positive of the same query, so that two groups of one query stay two
+        group_ids, current, query, has_positive = [], -1, None, False
+        for e in examples:
+            positive = bool(is_positive(e))
+            if e["query_id"] != query or (positive and has_positive):
+                current, query, has_positive = current + 1, e["query_id"], False
+            has_positive |= positive
+            group_ids.append(current)
+        batch["group"] = torch.tensor(group_ids)
         batch["positive"] = torch.tensor([bool(is_positive(e)) for e in examples])
         batch["teacher_p_yes"] = torch.tensor([math.nan if e.get("teacher_p_yes") is None else float(e["teacher_p_yes"])
                                                for e in examples])

@@ -128,6 +128,7 @@ def training_arguments(settings: TrainSettings, checkpoint_dir: Path, **override
         logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
         save_strategy="steps", report_to=[], remove_unused_columns=False,
         dataloader_num_workers=settings.dataloader_workers, disable_tqdm=False, ddp_find_unused_parameters=False,
+        use_cpu=device_kind() == "cpu",  # without it accelerate starts no process group on CPU (torchrun + gloo)
         **overrides)
 
 
