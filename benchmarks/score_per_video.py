@@ -366,16 +366,6 @@ def enable_gpu_processor(backend) -> callable:
     return lambda: backend.__dict__.pop("_processor_inputs", None)
 
 
-def _truncate_cache(cache, length: int) -> None:
-    layers = getattr(cache, "layers", None)
-    if layers is None:
-        cache.crop(length)
-        return
-    for layer in layers:
-        layer.keys = layer.keys[..., :length, :]
-        layer.values = layer.values[..., :length, :]
-
-
 def cpu_pinned_processor(backend):
     """The processor on the CPU with its tensors in pinned memory (for a prefetch thread)."""
     def processor_inputs(texts, video):
@@ -455,7 +445,7 @@ def run_packed(backend, prepared: dict, pack: int = 64) -> list[dict]:
                      **{backend._cache_kw: cache})
             hidden = out.last_hidden_state[0, ends - 1]
             scores += backend._scores_from_logits(model.lm_head(hidden))
-        _truncate_cache(cache, prefix_len)
+        hf_backend._truncate_cache(cache, prefix_len)
     return scores
 
 

@@ -65,13 +65,8 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
     args = common.training_arguments(settings, checkpoints, eval_strategy="epoch" if eval_records else "no")
     trainer = Trainer(model=model, args=args, train_dataset=train_records, eval_dataset=eval_records,
                       data_collator=CaptionCollator(processor, common.VideoCache(settings.video())))
-    resume = common.last_checkpoint(checkpoints)
-    if resume:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
-    if trainer.is_world_process_zero():
-        trainer.model = common.finalize(trainer.model, processor, output_dir, "stage1", model_path, settings,
-                        {"train": train_data, "eval": eval_data}, trainer.state.log_history)
+    common.train_and_save(trainer, checkpoints, processor, output_dir, "stage1", model_path, settings,
+                          {"train": train_data, "eval": eval_data})
     return trainer
 
 

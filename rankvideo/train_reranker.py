@@ -137,13 +137,8 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
                             data_collator=PairCollator(processor, common.VideoCache(settings.video()), prompt_variant),
                             weights=weights, yes_id=yes_id, no_id=no_id, num_negs=num_negs,
                             groups_per_batch=groups_per_batch)
-    resume = common.last_checkpoint(checkpoints)
-    if resume:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
-    if trainer.is_world_process_zero():
-        trainer.model = common.finalize(trainer.model, processor, output_dir, "stage2", model_path, settings,
-                        {"train": train_data, "eval": eval_data}, trainer.state.log_history)
+    common.train_and_save(trainer, checkpoints, processor, output_dir, "stage2", model_path, settings,
+                          {"train": train_data, "eval": eval_data})
     return trainer
 
 

@@ -191,6 +191,19 @@ def finalize(model, processor, output_dir, stage: str, base_model: str, settings
     return model
 
 
+def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str, base_model: str,
+                   settings: TrainSettings, data_files: dict) -> None:
+    """Train (resuming from the newest checkpoint if an earlier run was interrupted); rank 0 then
+    saves the final folder (:func:`finalize`) and the trainer's model becomes the saved one."""
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        trainer.model = finalize(trainer.model, processor, output_dir, stage, base_model, settings, data_files,
+                                 trainer.state.log_history)
+
+
 def read_records(path, required: tuple[str, ...], allow_empty: bool = False) -> list[dict[str, Any]]:
     records = formats.read_jsonl(path, required)
     if not records:
