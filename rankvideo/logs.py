@@ -17,7 +17,8 @@ def setup(level: int = logging.INFO) -> None:
 
 @contextlib.contextmanager
 def to_file(path: str | Path, level: int = logging.INFO):
-    """Send logging, warnings and stderr (progress bars) of a pipeline step to its log file.
+    """Send logging, warnings, stderr (progress bars) and stdout (e.g. the Trainer's loss lines) of a
+    pipeline step to its log file.
 
     An exception is logged with its traceback before it propagates, so the log file says why
     the step failed.
@@ -27,7 +28,7 @@ def to_file(path: str | Path, level: int = logging.INFO):
     with open(path, "w", encoding="utf-8", buffering=1) as handle:
         logging.basicConfig(level=level, format=FORMAT, stream=handle, force=True)
         logging.captureWarnings(True)
-        with contextlib.redirect_stderr(handle):
+        with contextlib.redirect_stderr(handle), contextlib.redirect_stdout(handle):
             try:
                 yield
             except BaseException:

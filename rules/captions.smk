@@ -12,6 +12,8 @@ rule captions:
         settings=config["captions"],
         models=config["models"],
         videos=video_source,
+    resources:
+        gpu=gpus("captions"),
     threads: 2
     log:
         "results/logs/captions.log",

@@ -174,3 +174,12 @@ def video_source(wildcards):
     if SYNTHETIC:
         return {"dir": f"{BENCHMARK}/videos", "layout": "flat", "index": None}
     return DATASET["videos"]
+
+
+def gpus(section):
+    """GPUs a GPU rule's job asks for by default (slurm/config.yaml's set-resources may change it):
+    a training's DDP processes, vLLM's tensor_parallel; 1 otherwise."""
+    settings = config[section]
+    if section.startswith("train_stage"):
+        return settings["processes"] or 1
+    return (settings["tensor_parallel"] or 1) if settings["backend"] == "vllm" else 1

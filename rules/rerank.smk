@@ -14,6 +14,8 @@ rule rerank_shard:
         models=config["models"],
         model=lambda wildcards: model_source(wildcards.system),
         videos=video_source,
+    resources:
+        gpu=gpus("rerank"),
     threads: 2
     log:
         "results/logs/rerank/{system}/{shard}.log",

@@ -10,6 +10,8 @@ rule teacher_labels:
         model=lambda wildcards: model_path("teacher"),
         settings=config["teacher"],
         models=config["models"],
+    resources:
+        gpu=gpus("teacher"),
     threads: 2
     log:
         "results/logs/teacher_labels.log",

@@ -11,6 +11,8 @@ rule train_stage1:
         settings=config["train_stage1"],
         models=config["models"],
         seed=config["seed"],
+    resources:
+        gpu=gpus("train_stage1"),
     threads: 2
     log:
         "results/logs/train_stage1.log",
@@ -32,6 +34,8 @@ rule train_stage2:
         settings=config["train_stage2"],
         models=config["models"],
         seed=config["seed"],
+    resources:
+        gpu=gpus("train_stage2"),
     threads: 2
     log:
         "results/logs/train_stage2.log",

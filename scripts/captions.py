@@ -3,7 +3,8 @@ from pathlib import Path
 from rankvideo import generate_captions, logs, pipeline
 
 with logs.to_file(snakemake.log[0]):
-    settings, video = snakemake.params.settings, snakemake.params.settings["video"]
+    settings = pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "captions")
+    video = settings["video"]
     generate_captions.run(
         snakemake.params.model, generate_captions.read_ids(snakemake.input.ids),
         pipeline.resolver(snakemake.params.videos), snakemake.output.captions, snakemake.output.failures,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import snakemake
 from rankvideo import first_stage, formats, training_data
 from rankvideo.synthetic import SyntheticConfig, generate
 from rankvideo.video import VideoResolver
@@ -176,3 +177,42 @@ def test_two_groups_of_one_query_stay_two_groups(data):
                                            VideoCache(VideoSettings.with_tokens(4.0, 8, 4)))
     batch = collator(data["two_positives"][0])  # the sampler's layout: [pos, neg] + [pos, neg]
     assert batch["group"].tolist() == [0, 0, 1, 1]
+
+
+def test_job_gpus_reads_gpu_or_gres():
+    from rankvideo.pipeline import job_gpus
+
+    assert job_gpus({"gpu": 2}) == 2
+    assert job_gpus({"gres": "gpu:a100:4"}) == 4
+    assert job_gpus({"gres": "tmpfs:10G,gpu:3"}) == 3
+    assert job_gpus({"gres": "gpu"}) == 1
+    assert job_gpus({"gpu": 0}) == 0
+    assert job_gpus({}) == 0
+
+
+def test_parallel_sizes_follow_config_then_job_on_cpu():
+    from rankvideo.pipeline import train_processes, with_tensor_parallel
+
+    vllm = {"backend": "vllm", "tensor_parallel": None}
+    assert with_tensor_parallel(vllm, {"gpu": 4}, "rerank_shard")["tensor_parallel"] == 4
+    assert with_tensor_parallel(vllm, {}, "rerank_shard")["tensor_parallel"] == 1
+    assert with_tensor_parallel(dict(vllm, tensor_parallel=2), {"gpu": 4}, "captions")["tensor_parallel"] == 2
+    # on CPU the job's GPU count means nothing: 1 process unless the config asks for gloo ranks
+    assert train_processes({"processes": None}, {"gpu": 4}) == 1
+    assert train_processes({"processes": 2}, {"gpu": 0}) == 2
+
+
+def test_rule_resources_ask_for_the_gpus_the_config_uses(repo_copy):
+    """`gpu` of each GPU job (what --profile slurm passes as --gpus) = DDP processes / vLLM tensor_parallel."""
+    (repo_copy / "parallel.yaml").write_text("train_stage1: {processes: 2}\ntrain_stage2: {processes: 4}\n"
+                                             "rerank: {backend: vllm, tensor_parallel: 2}\n"
+                                             "teacher: {backend: vllm, tensor_parallel: 8}\n")
+    result = snakemake(repo_copy, "results/metrics.tsv", "-n", "--configfile", "config/test.yaml", "parallel.yaml")
+    gpus = {}
+    for block in (result.stdout + result.stderr).split("\n\n"):
+        for chunk in block.split("rule ")[1:]:
+            name = chunk.split(":", 1)[0]
+            found = [line.split("gpu=", 1)[1].split(",")[0] for line in chunk.splitlines() if "resources:" in line and "gpu=" in line]
+            if found:
+                gpus.setdefault(name, set()).add(int(found[0]))
+    assert gpus == {"train_stage1": {2}, "train_stage2": {4}, "rerank_shard": {2}, "teacher_labels": {8}, "captions": {1}}

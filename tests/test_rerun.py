@@ -10,6 +10,7 @@ local run of config/test.yaml. Dry runs (`-n`) only, except the last test, which
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -151,3 +152,17 @@ def test_the_plan_is_what_runs(done):
     assert "1 of 1 steps (100%) done" in result.stderr
     assert (done / "results/metrics.tsv").read_bytes() == before
     assert plan(done) == ({}, [])
+
+
+def test_train_rule_runs_ddp_ranks_under_torchrun(done):
+    """`processes: 2` (on a GPU cluster: the job's GPUs) makes the stage-2 rule start 2 gloo ranks
+    through torchrun; only rank 0 writes the model folder. (Last: it leaves stage 2 changed.)"""
+    (done / "ddp.yaml").write_text("train_stage2: {processes: 2}\n")
+    result = snakemake(done, "results/models/stage2", *CONFIG, "ddp.yaml", "--cores", "2")
+    assert planned_rules(result.stdout + result.stderr) == {"train_stage2": 1}
+    log = (done / "results/logs/train_stage2.log").read_text()
+    assert "launching 2 training processes" in log
+    assert "rank 0 of 2: stage2" in log and "rank 1 of 2: stage2" in log
+    assert log.count("saved stage2 model") == 1
+    record = json.loads((done / "results/models/stage2/rankvideo_training.json").read_text())
+    assert record["settings"]["extra"]["processes"] == 2
