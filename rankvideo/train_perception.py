@@ -62,7 +62,7 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
     eval_records = common.read_records(eval_data, ("doc_id", "videos", "caption"), allow_empty=True) if eval_data else None
     eval_records = eval_records or None
     model, processor = common.prepare_model(model_path, settings, options)
-    args = common.training_arguments(settings, checkpoints, eval_strategy="epoch" if eval_records else "no")
+    args = common.training_arguments(settings, checkpoints, eval_strategy="steps" if eval_records else "no")
     trainer = Trainer(model=model, args=args, train_dataset=train_records, eval_dataset=eval_records,
                       data_collator=CaptionCollator(processor, common.VideoCache(settings.video())))
     common.train_and_save(trainer, checkpoints, processor, output_dir, "stage1", model_path, settings,

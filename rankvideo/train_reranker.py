@@ -132,7 +132,7 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
     yes_id, no_id = prompts.single_answer_ids(processor.tokenizer)
     trainer_class = make_trainer_class()
     groups_per_batch = settings.batch_size  # --batch-size counts query groups (1 positive + num_negs negatives)
-    args = common.training_arguments(settings, checkpoints, eval_strategy="epoch" if eval_records else "no")
+    args = common.training_arguments(settings, checkpoints, eval_strategy="steps" if eval_records else "no")
     trainer = trainer_class(model=model, args=args, train_dataset=train_records, eval_dataset=eval_records,
                             data_collator=PairCollator(processor, common.VideoCache(settings.video()), prompt_variant),
                             weights=weights, yes_id=yes_id, no_id=no_id, num_negs=num_negs,

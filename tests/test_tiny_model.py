@@ -226,3 +226,24 @@ def test_text_model_generates(text_lm):
     prompt_len = enc["input_ids"].shape[1]
     assert out.shape[0] == 1 and prompt_len < out.shape[1] <= prompt_len + 6
     assert isinstance(tokenizer.decode(out[0, prompt_len:]), str)
+
+
+def test_linear_patch_embedding_equals_the_convolution(vlm):
+    """models.use_linear_patch_embed: the Conv3d (kernel = stride) as one matrix product, same outputs
+    and weight gradients."""
+    import torch
+
+    from rankvideo import models
+
+    model = vlm[1]
+    models.use_linear_patch_embed()
+    embed = model.model.visual.patch_embed
+    shape = (-1, embed.in_channels, embed.temporal_patch_size, embed.patch_size, embed.patch_size)
+    x = torch.randn(24, embed.proj.weight[0].numel(), generator=torch.Generator().manual_seed(0))
+    convolved = embed.proj(x.view(shape)).view(-1, embed.embed_dim)
+    grad_conv = torch.autograd.grad(convolved.square().sum(), embed.proj.weight)[0]
+    linear = embed(x)
+    grad_linear = torch.autograd.grad(linear.square().sum(), embed.proj.weight)[0]
+    assert type(embed).rankvideo_linear
+    assert torch.allclose(linear, convolved, atol=1e-5)
+    assert torch.allclose(grad_linear, grad_conv, atol=1e-4)

@@ -85,6 +85,7 @@ def prepare_model(model_path: str, settings: TrainSettings, options: models.Load
     device = device_kind()
     if settings.finetune == "qlora" and device != "cuda":
         raise RuntimeError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels); use finetune: lora or full on CPU")
+    models.use_linear_patch_embed()
     path = models.resolve(model_path, options)
     bf16 = settings.bf16 if settings.bf16 is not None else device == "cuda"
     kwargs = dict(options.kwargs(), dtype=torch.bfloat16 if bf16 else torch.float32,
@@ -116,6 +117,8 @@ def training_arguments(settings: TrainSettings, checkpoint_dir: Path, **override
 
     bf16 = settings.bf16 if settings.bf16 is not None else device_kind() == "cuda"
     overrides.setdefault("eval_strategy", "no")
+    if overrides["eval_strategy"] == "steps":  # evaluate when a checkpoint is saved
+        overrides.setdefault("eval_steps", settings.save_steps)
     # transformers 5.2x folded warmup_ratio into warmup_steps (a float below 1 is a ratio)
     names = {f.name for f in fields(TrainingArguments)}
     overrides["warmup_ratio" if "warmup_ratio" in names else "warmup_steps"] = settings.warmup_ratio
