@@ -19,6 +19,7 @@ from typing import Sequence
 from . import logs, models, prompts
 from .train_reranker import add_common_flags, settings_from_args
 from .training import common
+from .video import VideoSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +27,16 @@ log = logging.getLogger(__name__)
 class CaptionCollator:
     """Examples → processor inputs with ``labels`` = -100 everywhere but the assistant's answer."""
 
-    def __init__(self, processor, videos: common.VideoCache):
-        self.processor, self.videos = processor, videos
+    def __init__(self, processor, settings: VideoSettings):
+        self.processor, self.encoded = processor, common.EncodedExamples(processor, settings)
         self.prompt = processor.apply_chat_template(prompts.caption_messages(), tokenize=False, add_generation_prompt=True)
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        loaded = [self.videos(e["videos"][0]) for e in examples]
         answers = [prompts.caption_target(e["caption"]) + "<|im_end|>" for e in examples]
-        batch = self.processor(text=[self.prompt + a for a in answers], videos=[v.frames for v in loaded],
-                               video_metadata=[v.metadata for v in loaded], do_sample_frames=False, do_resize=False,
-                               padding=True, padding_side="right", return_tensors="pt")
-        batch = dict(batch)
+        batch = self.encoded.batch([self.prompt + a for a in answers], [e["videos"][0] for e in examples],
+                                   padding_side="right")
         labels = torch.full_like(batch["input_ids"], -100)
         lengths = batch["attention_mask"].sum(dim=1)
         for row, answer in enumerate(answers):
@@ -64,7 +62,7 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
     model, processor = common.prepare_model(model_path, settings, options)
     args = common.training_arguments(settings, checkpoints, eval_strategy="steps" if eval_records else "no")
     trainer = Trainer(model=model, args=args, train_dataset=train_records, eval_dataset=eval_records,
-                      data_collator=CaptionCollator(processor, common.VideoCache(settings.video())))
+                      data_collator=CaptionCollator(processor, settings.video()))
     common.train_and_save(trainer, checkpoints, processor, output_dir, "stage1", model_path, settings,
                           {"train": train_data, "eval": eval_data})
     return trainer

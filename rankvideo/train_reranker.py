@@ -25,6 +25,7 @@ from .training import common
 from .training.losses import LossWeights, reranker_loss
 from .training.sampler import GroupBatchSampler
 from .training_data import is_positive
+from .video import VideoSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,15 @@ class PairCollator:
     """Examples → processor inputs (left-padded: the answer position is the last) + group, label and
     teacher tensors."""
 
-    def __init__(self, processor, videos: common.VideoCache, prompt_variant: str = "default"):
-        self.processor, self.videos, self.variant = processor, videos, prompt_variant
+    def __init__(self, processor, settings: VideoSettings, prompt_variant: str = "default"):
+        self.processor, self.variant = processor, prompt_variant
+        self.encoded = common.EncodedExamples(processor, settings)
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        loaded = [self.videos(e["videos"][0]) for e in examples]
         texts = [prompts.render_rerank(self.processor, e["query"], self.variant) for e in examples]
-        batch = self.processor(text=texts, videos=[v.frames for v in loaded], video_metadata=[v.metadata for v in loaded],
-                               do_sample_frames=False, do_resize=False, padding=True, padding_side="left",
-                               return_tensors="pt")
-        batch = dict(batch)
+        batch = self.encoded.batch(texts, [e["videos"][0] for e in examples], padding_side="left")
         # a group is a positive and the negatives after it (the sampler's order): a new group starts at a
         # new query or at a second positive of the same query, so that two groups of one query stay two
         group_ids, current, query, has_positive = [], -1, None, False
@@ -134,7 +132,7 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
     groups_per_batch = settings.batch_size  # --batch-size counts query groups (1 positive + num_negs negatives)
     args = common.training_arguments(settings, checkpoints, eval_strategy="steps" if eval_records else "no")
     trainer = trainer_class(model=model, args=args, train_dataset=train_records, eval_dataset=eval_records,
-                            data_collator=PairCollator(processor, common.VideoCache(settings.video()), prompt_variant),
+                            data_collator=PairCollator(processor, settings.video(), prompt_variant),
                             weights=weights, yes_id=yes_id, no_id=no_id, num_negs=num_negs,
                             groups_per_batch=groups_per_batch)
     common.train_and_save(trainer, checkpoints, processor, output_dir, "stage2", model_path, settings,

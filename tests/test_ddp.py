@@ -168,13 +168,12 @@ def test_two_groups_of_one_query_stay_two_groups(data):
     from transformers import AutoProcessor
 
     from rankvideo import train_reranker
-    from rankvideo.training.common import VideoCache
     from rankvideo.video import VideoSettings
 
     if not data["two_positives"]:
         pytest.skip("no training query with two positives and two negatives in this synthetic set")
     collator = train_reranker.PairCollator(AutoProcessor.from_pretrained(data["model"]),
-                                           VideoCache(VideoSettings.with_tokens(4.0, 8, 4)))
+                                           VideoSettings.with_tokens(4.0, 8, 4))
     batch = collator(data["two_positives"][0])  # the sampler's layout: [pos, neg] + [pos, neg]
     assert batch["group"].tolist() == [0, 0, 1, 1]
 

@@ -54,8 +54,6 @@ def test_stage2_learns_resumes_and_reloads_exactly(data, tmp_path):
     from transformers import AutoModelForImageTextToText
 
     from rankvideo import train_reranker
-    from rankvideo.training.common import VideoCache
-
     out = tmp_path / "stage2"
     settings = TrainSettings(finetune="full", lr=1e-3, batch_size=4, max_steps=12, save_steps=6,
                              **{k: v for k, v in SMALL.items() if k != "save_steps"})
@@ -72,7 +70,7 @@ def test_stage2_learns_resumes_and_reloads_exactly(data, tmp_path):
     # the saved folder scores exactly as the in-memory model
     records = formats.read_jsonl(data["data"] / "train.jsonl")[:6]
     collator = train_reranker.PairCollator(trainer.processing_class or trainer.data_collator.processor,
-                                           VideoCache(settings.video()))
+                                           settings.video())
     batch = {k: v for k, v in collator(records).items() if k not in ("group", "positive", "teacher_p_yes")}
     from rankvideo.prompts import single_answer_ids
 
@@ -101,3 +99,30 @@ def test_lora_adapters_are_merged_into_the_output(data, tmp_path):
 def test_qlora_on_cpu_is_a_clear_error(data):
     with pytest.raises(RuntimeError, match="QLoRA needs a CUDA GPU"):
         prepare_model(data["model"], TrainSettings(finetune="qlora"))
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_encoded_examples_batch_equals_the_processor(data, side):
+    """Per-example encodings padded by hand == the processor on the whole batch (what the
+    collators used to call every step); a video's pixel values are computed once."""
+    from transformers import AutoProcessor
+
+    from rankvideo import prompts
+    from rankvideo.training.common import EncodedExamples
+    from rankvideo.video import VideoSettings, load_video
+
+    processor = AutoProcessor.from_pretrained(data["model"])
+    settings = VideoSettings.with_tokens(4.0, 8, 4)
+    records = formats.read_jsonl(data["data"] / "train.jsonl")[:5]
+    texts = [prompts.render_rerank(processor, r["query"] + " x" * i) for i, r in enumerate(records)]  # lengths differ
+    paths = [r["videos"][0] for r in records]
+    encoded = EncodedExamples(processor, settings)
+    got = encoded.batch(texts, paths, padding_side=side)
+    videos = [load_video(p, settings) for p in paths]
+    want = processor(text=texts, videos=[v.frames for v in videos], video_metadata=[v.metadata for v in videos],
+                     do_sample_frames=False, do_resize=False, padding=True, padding_side=side, return_tensors="pt")
+    assert set(got) == set(want)
+    assert len(set(want["attention_mask"].sum(1).tolist())) > 1
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    assert len(encoded._videos) == len(set(paths))
