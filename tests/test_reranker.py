@@ -35,21 +35,74 @@ def backend(tiny_vlm):
     return HFBackend(tiny_vlm, local_files_only=True)
 
 
-def test_shared_prefix_equals_per_pair_forward(backend, videos):
+@pytest.mark.parametrize("suffixes,query_batch_size", [("merged", 3), ("merged", 16), ("cached", 3)])
+def test_shared_prefix_equals_per_pair_forward(backend, videos, suffixes, query_batch_size):
+    """Every way of scoring against the shared prefix gives the per-pair forward's scores: prefix and
+    all suffixes in one forward (16), prefix + 3 suffixes then one more against the cache (merged, 3),
+    and prefix alone then two chunks against the cache (cached, 3); queries of different lengths."""
     video = load_video(videos[0], SETTINGS)
-    backend.query_batch_size = 3  # two chunks, padded suffixes of different lengths
-    shared = backend.score_video(video, QUERIES)
-    backend.mode = "per_pair"
+    assert backend._split_attention  # the prefix's rows run causally, the suffixes' through the mask
+    backend.query_batch_size, backend.suffixes = query_batch_size, suffixes
     try:
+        shared = backend.score_video(video, QUERIES)
+        backend.mode = "per_pair"
         per_pair = backend.score_video(video, QUERIES)
     finally:
-        backend.mode = "shared_prefix"
+        backend.mode, backend.query_batch_size, backend.suffixes = "shared_prefix", 16, "merged"
     assert len({round(s["logit_delta"], 6) for s in shared}) > 1, "queries must get different scores"
     for a, b in zip(shared, per_pair):
         for field in ("logprob_yes", "logprob_no", "logit_delta", "p_yes"):
             assert a[field] == pytest.approx(b[field], abs=1e-5), field
         assert a["p_yes"] == pytest.approx(1 / (1 + math.exp(-a["logit_delta"])))
         assert a["logprob_yes"] < 0 and a["logprob_no"] < 0
+
+
+def test_split_prompts_equals_rendering_each(backend):
+    prefix, suffixes = backend.split_prompts(QUERIES + ["{query} with braces", "ünïcode and \\ backslash"])
+    for query, suffix in zip(QUERIES + ["{query} with braces", "ünïcode and \\ backslash"], suffixes):
+        assert (prefix, suffix) == backend.split_prompt(query)
+
+
+def test_speed_switches_keep_scores(tiny_vlm, videos, backend):
+    """transformers' own vision attention and the processor on the CPU (the benchmark's stock paths)
+    give the same scores; a backend built around loaded objects works like one that loads them."""
+    from rankvideo.backends.hf import HFBackend
+
+    video = load_video(videos[2], SETTINGS)
+    fast = backend.score_video(video, QUERIES[:3])
+    stock = HFBackend.from_model(backend.model, backend.processor, "tiny", vision_attention="transformers",
+                                 suffixes="cached", processor_device="cpu", compile=False)
+    try:
+        slow = stock.score_video(video, QUERIES[:3])
+        assert backend.model._rankvideo_batched_vision is False
+    finally:
+        backend._activate()
+    for a, b in zip(fast, slow):
+        assert a["logit_delta"] == pytest.approx(b["logit_delta"], abs=1e-5)
+    with pytest.raises(ValueError, match="suffixes"):
+        HFBackend.from_model(backend.model, backend.processor, suffixes="padded")
+
+
+def test_failed_compile_falls_back_to_eager(tiny_vlm, videos, monkeypatch, caplog):
+    """compile=True where compiling fails: one warning, then the eager forward (same scores)."""
+    import torch
+
+    from rankvideo.backends.hf import HFBackend
+
+    def broken_compile(fn, *args, **kwargs):
+        def run(*a, **k):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    compiled = HFBackend(tiny_vlm, local_files_only=True, compile=True)
+    eager = HFBackend.from_model(compiled.model, compiled.processor, compile=False)
+    video = load_video(videos[3], SETTINGS)
+    with caplog.at_level("WARNING"):
+        scores = compiled.score_video(video, QUERIES[:2])
+    assert "torch.compile failed" in caplog.text and compiled.model._rankvideo_compile.failed
+    for a, b in zip(scores, eager.score_video(video, QUERIES[:2])):
+        assert a["logit_delta"] == pytest.approx(b["logit_delta"], abs=1e-6)
 
 
 def test_prompt_split_is_exact(backend):

@@ -1,12 +1,14 @@
 """The transformers backend: score per video against a shared prefix.
 
-For video-first prompts (the default), one video costs one vision-encoder pass and one prefill of
-``system + video``; every query of that video is then scored as a short suffix against the shared KV
-cache, all suffixes packed into one batch-1 sequence with a block mask (no padding, no copy of the
-cache), with the M-RoPE positions the full sequence would have. A single query is one full forward.
-Only the hidden state at the answer position is projected to the vocabulary (one row per query,
-never the whole sequence). Query-first prompts (``reference_inference``) and ``mode="per_pair"`` run one full
-forward per pair, the reference's way; both paths give the same scores (tests/test_reranker.py).
+For video-first prompts (the default), one video costs one vision-encoder pass and one LLM pass over
+``system + video`` followed by all of the video's query suffixes, packed without padding into the same
+batch-1 sequence with a block mask (prefix causal; each suffix sees the prefix and itself) and the M-RoPE
+positions each suffix has in its own full prompt. Queries beyond ``query_batch_size`` are scored in
+further packed chunks against the prefix's KV cache (no copy of the cache). A single query is one full
+forward. Only the hidden state at each answer position is projected to the vocabulary (one row per
+query, never the whole sequence). Query-first prompts (``reference_inference``) and ``mode="per_pair"``
+run one full forward per pair, the reference's way; all paths give the same scores
+(tests/test_reranker.py). :class:`HFBackend`'s speed options are documented there.
 """
 
 from __future__ import annotations
@@ -25,40 +27,121 @@ VISION_END = "<|vision_end|>"
 
 
 class HFBackend:
+    """Qwen3-VL reranker on transformers.
+
+    Speed options (each can be switched off, e.g. to time against the stock code paths in
+    ``benchmarks/score_per_video.py``; none changes a score beyond float rounding):
+
+    - ``suffixes``: ``"merged"`` (default) runs the shared prefix and the first ``query_batch_size``
+      query suffixes in ONE forward, with a block mask (prefix causal; each suffix sees the prefix and
+      itself) and the M-RoPE positions each suffix has in its own full prompt; further chunks of
+      suffixes run against the prefix's KV cache. ``"cached"``: prefill the prefix, then every chunk
+      against the cache (a second, short and launch-bound LLM call per chunk).
+    - ``vision_attention``: ``"batched"`` (default): one attention call over the equal-sized frame
+      groups of a video in each vision layer; ``"transformers"``: transformers' own loop.
+    - ``processor_device``: where the video processor turns uint8 frames into patches; default the
+      model's device when it is a GPU (7 ms instead of 30 ms a video), else the CPU.
+    - ``cudnn_attention``: cuDNN's attention kernels (PyTorch's first choice on Hopper) build a new
+      plan for every new shape/stride of a call, and a shared-prefix pass brings new ones with every
+      video (60-100 ms per video lost, measured on an H200). Default (None): cuDNN only for single full
+      prompts (one query, ``per_pair``), whose timings showed no such cost; scoring several queries
+      against a shared prefix runs under ``sdpa_kernel([FLASH_ATTENTION, EFFICIENT_ATTENTION, MATH])``
+      (the packed suffixes' masked rows go to the memory-efficient kernel). True: PyTorch's own choice
+      everywhere; False: no cuDNN attention at all.
+    - ``compile``: ``torch.compile`` the vision blocks and the LLM decoder layers (the layers only for
+      calls without a KV cache: full prompts and merged prefix+suffixes), which fuses their elementwise
+      work (RMSNorm, rotary, SiLU*mul, residual adds). Default (None): on for CUDA, off on the CPU.
+      The first videos of each new shape pay the compilation (tens of seconds); if compiling fails the
+      backend warns once and runs eagerly.
+    """
+
     name = "hf"
 
     def __init__(self, model: str, *, cache_dir: str | None = None, device: str | None = None,
                  dtype: str | None = None, prompt_variant: str = "default", mode: str = "shared_prefix",
                  query_batch_size: int = 16, local_files_only: bool | None = None, trust_remote_code: bool = False,
-                 allow_pickle_weights: bool = False, attn_implementation: str | None = None):
+                 allow_pickle_weights: bool = False, attn_implementation: str | None = None,
+                 suffixes: str = "merged", vision_attention: str = "batched", processor_device: str | None = None,
+                 compile: bool | None = None, cudnn_attention: bool | None = None):
+        options = models.LoadOptions(cache_dir=cache_dir, local_files_only=local_files_only,
+                                     trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
+        vlm, processor = models.load_vlm(model, options, device=device, dtype=dtype,
+                                         attn_implementation=attn_implementation)
+        self._setup(vlm, processor, models.model_name(model), prompt_variant=prompt_variant, mode=mode,
+                    query_batch_size=query_batch_size, suffixes=suffixes, vision_attention=vision_attention,
+                    processor_device=processor_device, compile=compile, cudnn_attention=cudnn_attention)
+
+    @classmethod
+    def from_model(cls, model, processor, model_name: str = "model", **options) -> "HFBackend":
+        """A backend around an already loaded (model, processor); ``options`` as for the constructor."""
+        self = cls.__new__(cls)
+        self._setup(model, processor, model_name, **options)
+        return self
+
+    def _setup(self, model, processor, model_name: str, *, prompt_variant: str = "default",
+               mode: str = "shared_prefix", query_batch_size: int = 16, suffixes: str = "merged",
+               vision_attention: str = "batched", processor_device: str | None = None,
+               compile: bool | None = None, cudnn_attention: bool | None = None) -> None:
         import torch
 
         if mode not in ("shared_prefix", "per_pair"):
             raise ValueError(f"unknown scoring mode {mode!r}; use shared_prefix or per_pair")
-        options = models.LoadOptions(cache_dir=cache_dir, local_files_only=local_files_only,
-                                     trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
-        self.model, self.processor = models.load_vlm(model, options, device=device, dtype=dtype,
-                                                     attn_implementation=attn_implementation)
-        self.model_name = models.model_name(model)
+        if suffixes not in ("merged", "cached"):
+            raise ValueError(f"unknown suffixes {suffixes!r}; use merged or cached")
+        if vision_attention not in ("batched", "transformers"):
+            raise ValueError(f"unknown vision_attention {vision_attention!r}; use batched or transformers")
+        if query_batch_size < 1:
+            raise ValueError("query_batch_size must be at least 1")
+        self.model, self.processor = model, processor
+        self.model_name = model_name
         self.device = self.model.device
         self.prompt = prompts.rerank_prompt(prompt_variant)
         self.mode = mode if self.prompt.video_first else "per_pair"
         self.query_batch_size = query_batch_size
+        self.suffixes = suffixes
+        self.vision_attention = vision_attention
+        cuda = self.device.type == "cuda"
+        self.processor_device = processor_device or (str(self.device) if cuda else "cpu")
+        self.compile = cuda if compile is None else bool(compile)
+        self.cudnn_attention = cudnn_attention
         tokenizer = self.processor.tokenizer
         yes, no = prompts.answer_token_ids(tokenizer)
         self.yes_ids = torch.tensor(yes, device=self.device)
         self.no_ids = torch.tensor(no, device=self.device)
         self._cache_kw = _cache_keyword(self.model.model.language_model.forward)
+        self._suffix_template: tuple[str, str, str] | None = None
         _batch_vision_attention(self.model)
+        self._split_attention = _use_split_attention(self.model)
+        if self.compile:
+            _install_compiled(self.model)
+        self._activate()
+
+    def _kernels(self, masked: bool = False):
+        """The attention kernels a call may use (see ``cudnn_attention``); ``masked``: packed suffixes."""
+        import contextlib
+
+        if self.device.type != "cuda" or self.cudnn_attention or (self.cudnn_attention is None and not masked):
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+    def _activate(self) -> None:
+        """Apply this backend's switches to the model (several backends may share one model)."""
+        self.model._rankvideo_batched_vision = self.vision_attention == "batched"
+        state = getattr(self.model, "_rankvideo_compile", None)
+        if state is not None:
+            state.enabled = self.compile and not state.failed
 
     # ------------------------------------------------------------------ inputs
 
-    def _processor_inputs(self, texts: list[str], video: LoadedVideo):
-        # on a GPU the video processor (uint8 -> normalised patches) runs there: 7 ms instead of 30 ms a video
-        on_gpu = {"device": str(self.device)} if self.device.type == "cuda" else {}
+    def _processor_inputs(self, texts: list[str], video: LoadedVideo, to_device: bool = True):
+        """The processor's output on the model's device (``to_device=False``: the pixels on
+        ``processor_device``, the text tensors as the processor left them)."""
+        on_device = {"device": self.processor_device} if self.processor_device != "cpu" else {}
         inputs = self.processor(text=texts, videos=[video.frames] * len(texts), video_metadata=[video.metadata] * len(texts),
-                                do_sample_frames=False, do_resize=False, padding=True, return_tensors="pt", **on_gpu)
-        return inputs.to(self.device)
+                                do_sample_frames=False, do_resize=False, padding=True, return_tensors="pt", **on_device)
+        return inputs.to(self.device) if to_device else inputs
 
     def _render(self, query: str) -> str:
         return prompts.render_rerank(self.processor, query, self.prompt.name)
@@ -76,9 +159,12 @@ class HFBackend:
     def score_video(self, video: LoadedVideo, queries: Sequence[str]) -> list[dict]:
         if not queries:
             return []
+        self._activate()
         if self.mode == "per_pair" or len(queries) == 1:  # one query: one full forward is cheapest
-            return [score for query in queries for score in self._score_pair(video, query)]
-        return self._score_shared_prefix(video, list(queries))
+            with self._kernels():
+                return [score for query in queries for score in self._score_pair(video, query)]
+        with self._kernels(masked=True):
+            return self._score_shared_prefix(video, list(queries))
 
     def _score_pair(self, video: LoadedVideo, query: str) -> list[dict]:
         import torch
@@ -94,6 +180,26 @@ class HFBackend:
         text = self._render(query)
         cut = text.rindex(VISION_END) + len(VISION_END)
         return text[:cut], text[cut:]
+
+    def split_prompts(self, queries: Sequence[str]) -> tuple[str, list[str]]:
+        """(shared prefix, suffixes) of several queries' prompts.
+
+        The chat template is rendered once with a marker in place of the query and the suffixes are
+        filled in from it; the first query is also rendered in full and must give the same text (else
+        every query is rendered, as :meth:`split_prompt` does)."""
+        prefix, first = self.split_prompt(queries[0])
+        if self._suffix_template is None or self._suffix_template[0] != prefix:
+            marker = "\u2063RANKVIDEO-QUERY\u2063"
+            marker_prefix, marker_suffix = self.split_prompt(marker)
+            ok = marker_prefix == prefix and marker_suffix.count(marker) == 1
+            self._suffix_template = (prefix, marker_suffix if ok else "", marker)
+        _, template, marker = self._suffix_template
+        if template and template.replace(marker, queries[0]) == first:
+            return prefix, [first] + [template.replace(marker, q) for q in queries[1:]]
+        splits = [self.split_prompt(q) for q in queries]
+        if any(p != prefix for p, _ in splits):
+            raise AssertionError("video-first prompts must share their prefix")
+        return prefix, [s for _, s in splits]
 
     def prefill(self, video: LoadedVideo, prefix: str):
         """Vision encoder + prefill of the shared prefix: (cache, next text position, prefix length).
@@ -117,42 +223,111 @@ class HFBackend:
         return cache, next_position, prefix_len
 
     def _score_shared_prefix(self, video: LoadedVideo, queries: list[str]) -> list[dict]:
-        """All suffixes of a chunk packed into ONE batch-1 sequence against the shared cache.
+        """The video's prefix once, the queries as suffixes packed into batch-1 sequences.
 
-        Suffix j gets the positions ``next_position + 0..S_j-1`` and a 4-D boolean mask: every prefix
-        key plus its own suffix up to itself. No padding and no copy of the KV cache: the cache grows
-        by the packed tokens during the call and is cut back to the prefix after each chunk."""
-        import torch
-
-        splits = [self.split_prompt(q) for q in queries]
-        prefix = splits[0][0]
-        if any(p != prefix for p, _ in splits):
-            raise AssertionError("video-first prompts must share their prefix")
-        cache, next_position, prefix_len = self.prefill(video, prefix)
+        ``suffixes="merged"``: prefix + first chunk in one forward (no cache unless more chunks follow);
+        ``"cached"``: prefix alone, then every chunk against its cache. A chunk's suffixes are packed
+        without padding: suffix j gets the positions ``next_position + 0..S_j-1`` (those of its own full
+        prompt) and a boolean mask (the prefix plus its own suffix up to itself); the cache grows by the
+        packed tokens during a call and is cut back to the prefix after it. Only the last position of
+        each suffix goes through lm_head."""
+        prefix, suffixes = self.split_prompts(queries)
         tokenizer = self.processor.tokenizer
-        device = self.device
-        scores: list[dict] = []
-        for start in range(0, len(queries), self.query_batch_size):
-            ids = [tokenizer(s, add_special_tokens=False)["input_ids"] for _, s in splits[start:start + self.query_batch_size]]
-            host_lengths = [len(i) for i in ids]
-            total = sum(host_lengths)
-            lengths = torch.tensor(host_lengths, device=device)
-            input_ids = torch.tensor([t for i in ids for t in i], device=device)[None]
-            segment = torch.repeat_interleave(torch.arange(len(ids), device=device), lengths, output_size=total)
-            ends = torch.cumsum(lengths, 0)
-            index = torch.arange(total, device=device)
-            own = (segment[:, None] == segment[None, :]) & (index[None, :] <= index[:, None])
-            mask = torch.cat([torch.ones(total, prefix_len, dtype=torch.bool, device=device), own], dim=1)[None, None]
-            position_ids = (next_position + index - (ends - lengths)[segment]).view(1, 1, -1).expand(3, 1, -1)
-            with torch.inference_mode():
-                embeds = self.model.model.get_input_embeddings()(input_ids)
-                out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask,
-                                                      position_ids=position_ids, use_cache=True,
-                                                      **{self._cache_kw: cache})
-                hidden = out.last_hidden_state[0, ends - 1]
-                scores += self._scores_from_logits(self.model.lm_head(hidden))
+        ids = tokenizer(suffixes, add_special_tokens=False)["input_ids"]
+        chunks = [ids[i:i + self.query_batch_size] for i in range(0, len(ids), self.query_batch_size)]
+        if self.suffixes == "cached":
+            cache, next_position, prefix_len = self.prefill(video, prefix)
+            scores: list[dict] = []
+        else:
+            scores, cache, next_position, prefix_len = self._merged_forward(video, prefix, chunks[0],
+                                                                             keep_cache=len(chunks) > 1)
+            chunks = chunks[1:]
+        for chunk in chunks:
+            scores += self._score_chunk(chunk, cache, next_position, prefix_len)
             _truncate_cache(cache, prefix_len)
         return scores
+
+    def _to_device(self, tensor):
+        """A small host tensor to the device without a host sync (pinned memory, non-blocking)."""
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def _packing(self, chunk: list[list[int]], offset: int):
+        """Host-side layout of packed suffixes: ids, segment of each token, end index of each suffix
+        (``offset`` added), position of each token within its suffix."""
+        import torch
+
+        lengths = torch.tensor([len(i) for i in chunk])
+        segment = torch.repeat_interleave(torch.arange(len(chunk)), lengths)
+        ends = torch.cumsum(lengths, 0)
+        within = torch.arange(int(ends[-1])) - (ends - lengths)[segment]
+        ids = torch.tensor([t for i in chunk for t in i])
+        return ids, segment, ends - 1 + offset, within
+
+    def _merged_forward(self, video: LoadedVideo, prefix: str, chunk: list[list[int]], keep_cache: bool):
+        """Vision, prefix and one chunk of suffixes in one forward; (scores, cache, next position, P)."""
+        import torch
+
+        inputs = self._processor_inputs([prefix], video, to_device=False)
+        prefix_ids = inputs["input_ids"]
+        prefix_len = int(prefix_ids.shape[1])
+        cpu = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in inputs.items()
+               if k in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
+        positions, _ = _rope_index(self.model.model, cpu)  # on the CPU: no host sync
+        next_position = int(positions[:, 0].max()) + 1
+        ids, segment, rows, within = self._packing(chunk, prefix_len)
+        total = prefix_len + int(ids.shape[0])
+        position_ids = torch.cat([positions.to(torch.long), (next_position + within).view(1, 1, -1).expand(3, 1, -1)], -1)
+        # segment of every token: -1 for the prefix; a key is visible to a query when it is not later and
+        # is in the prefix or in the query's own suffix
+        token_segment = torch.cat([torch.full((prefix_len,), -1), segment])
+        input_ids = torch.cat([prefix_ids, ids.view(1, -1).to(prefix_ids.dtype)], 1)
+        token_segment, position_ids, rows, input_ids = (self._to_device(t) for t in
+                                                        (token_segment, position_ids, rows, input_ids))
+        if len(chunk) == 1:
+            mask = None  # one suffix: plainly causal (the kernels' own causal path)
+        else:
+            index = torch.arange(total, device=self.device)
+            # with the split attention, only the suffixes' rows: the prefix's rows are plainly causal and
+            # run as such (see _use_split_attention); else every row
+            rows_from = prefix_len if self._split_attention else 0
+            query = index[rows_from:, None]
+            mask = ((index[None, :] <= query)
+                    & ((token_segment[None, :] < 0) | (token_segment[None, :] == token_segment[rows_from:, None])))[None, None]
+            if self._split_attention:  # as an additive bias, rows 16-byte aligned (what the kernel needs)
+                dtype = self.model.dtype
+                bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8), torch.finfo(dtype).min, dtype=dtype,
+                                  device=self.device)
+                mask = bias[..., :total].masked_fill_(mask, 0)
+        model_inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("pixel_values_videos", "video_grid_thw")}
+        with torch.inference_mode():
+            out = self.model.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                                   use_cache=keep_cache, **model_inputs)
+            scores = self._scores_from_logits(self.model.lm_head(out.last_hidden_state[0, rows]))
+        cache = None
+        if keep_cache:
+            cache = getattr(out, "cache", None) or getattr(out, "past_key_values")
+            _truncate_cache(cache, prefix_len)
+        return scores, cache, next_position, prefix_len
+
+    def _score_chunk(self, chunk: list[list[int]], cache, next_position, prefix_len: int) -> list[dict]:
+        """Score one chunk of packed suffixes against the prefix's cache."""
+        import torch
+
+        device = self.device
+        ids, segment, rows, within = self._packing(chunk, 0)
+        ids, segment, rows, within = (self._to_device(t) for t in (ids, segment, rows, within))
+        total = int(ids.shape[0])
+        index = torch.arange(total, device=device)
+        own = (segment[:, None] == segment[None, :]) & (index[None, :] <= index[:, None])
+        mask = torch.cat([torch.ones(total, prefix_len, dtype=torch.bool, device=device), own], dim=1)[None, None]
+        position_ids = (next_position + within).view(1, 1, -1).expand(3, 1, -1)
+        with torch.inference_mode(), self._kernels(masked=True):
+            embeds = self.model.model.get_input_embeddings()(ids[None])
+            out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                                  use_cache=True, **{self._cache_kw: cache})
+            return self._scores_from_logits(self.model.lm_head(out.last_hidden_state[0, rows]))
 
     # ------------------------------------------------------------------ generation
 
@@ -163,6 +338,7 @@ class HFBackend:
         """Greedy continuations of several chats in one left-padded batch (each with its video or none)."""
         import torch
 
+        self._activate()
         texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for _, m in items]
         videos = [v for v, _ in items if v is not None]
         kwargs = {}
@@ -171,7 +347,7 @@ class HFBackend:
                       "do_sample_frames": False, "do_resize": False}
         inputs = self.processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs)
         inputs = inputs.to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._kernels():
             output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
@@ -244,7 +420,9 @@ def _batch_vision_attention(model) -> None:
     transformers (non-flash attention) splits q/k/v with ``cu_seqlens.tolist()`` (a host sync in
     each of the 27 layers) and runs one SDPA call per frame group. The groups of one video all have
     ``h * w`` patches, so they are one batch ``[groups, heads, h*w, head_dim]``. A pre-hook on the vision
-    tower reads that size from ``grid_thw`` once per call; mixed sizes keep transformers' own path.
+    tower reads that size from ``grid_thw`` once per call; mixed sizes, and a model whose
+    ``_rankvideo_batched_vision`` is False (``HFBackend(vision_attention="transformers")``), keep
+    transformers' own path.
     Measured (H200, 32 frames): vision tower 42 -> 31 ms, and no longer host-bound."""
     import torch
 
@@ -281,15 +459,130 @@ def _batch_vision_attention(model) -> None:
     attns = [block.attn for block in blocks]
 
     def pre_hook(module, args, kwargs):
+        group = None
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
-        sizes = {int(h) * int(w) for _, h, w in grid.tolist()} if grid is not None else set()
-        group = sizes.pop() if len(sizes) == 1 else None
+        if grid is not None and getattr(model, "_rankvideo_batched_vision", True):
+            sizes = {int(h) * int(w) for _, h, w in grid.tolist()}
+            group = sizes.pop() if len(sizes) == 1 else None
         for attn in attns:
             attn._rankvideo_group = group
 
     if not getattr(visual, "_rankvideo_group_hook", False):
         visual.register_forward_pre_hook(pre_hook, with_kwargs=True)
         visual._rankvideo_group_hook = True
+
+
+SPLIT_ATTENTION = "rankvideo_prefix_sdpa"
+
+
+def _use_split_attention(model) -> bool:
+    """Let the LLM's SDPA attention run a packed "prefix + suffixes" pass as two calls.
+
+    Registers (once) an attention implementation that is transformers' SDPA, except when it gets a
+    4-D mask with fewer rows than queries (only :meth:`HFBackend._merged_forward` passes one): then the
+    first ``T - rows`` queries (the prefix) attend causally among themselves through the kernels' own
+    causal path, and the remaining rows (the packed suffixes) attend to all keys through the mask. A
+    single masked call would make the kernel visit all T^2 (query, key) pairs; this visits about half of
+    the prefix's. Switched on for a model whose text attention is ``sdpa``; True when on."""
+    import torch
+
+    config = model.model.language_model.config
+    if getattr(config, "_attn_implementation", None) == SPLIT_ATTENTION:
+        return True
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    try:
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+        sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        sdpa_mask = ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
+    except (ImportError, KeyError, AttributeError):
+        return False
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        rows, total = (attention_mask.shape[-2], query.shape[-2]) if attention_mask is not None else (0, 0)
+        if attention_mask is None or attention_mask.dim() != 4 or rows >= total or key.shape[-2] != total:
+            return sdpa(module, query, key, value, attention_mask, **kwargs)
+        prefix = total - rows
+        head, _ = sdpa(module, query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix], None, **kwargs)
+        if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and attention_mask.is_floating_point():
+            # the masked rows straight to the memory-efficient kernel: PyTorch would pick cuDNN's, which
+            # builds a new plan for every new length (see HFBackend's cudnn_attention)
+            groups = getattr(module, "num_key_value_groups", 1)
+            key, value = (x.repeat_interleave(groups, dim=1) if groups > 1 else x for x in (key, value))
+            bias = attention_mask.expand(query.shape[0], query.shape[1], rows, total)
+            tail = torch.ops.aten._scaled_dot_product_efficient_attention(
+                query[:, :, prefix:].contiguous(), key, value, bias, False, 0.0, False, scale=kwargs.get("scaling"))[0]
+            tail = tail.transpose(1, 2)
+        else:
+            tail, _ = sdpa(module, query[:, :, prefix:], key, value, attention_mask, **kwargs)
+        return torch.cat([head, tail], dim=1), None
+
+    type(ALL_ATTENTION_FUNCTIONS).register(SPLIT_ATTENTION, attention)
+    type(ALL_MASK_ATTENTION_FUNCTIONS).register(SPLIT_ATTENTION, sdpa_mask)
+    config._attn_implementation = SPLIT_ATTENTION
+    return config._attn_implementation == SPLIT_ATTENTION
+
+
+class _CompileState:
+    """Whether a model's compiled forwards are in use (``HFBackend(compile=...)``), and how they fared."""
+
+    def __init__(self):
+        self.enabled = True
+        self.failed = False
+        self.succeeded = False
+
+
+def _install_compiled(model) -> None:
+    """Give each vision block and each LLM decoder layer a ``torch.compile``d forward.
+
+    The compiled forward runs only when ``model._rankvideo_compile.enabled``, with autograd off, and,
+    for the decoder layers, without a KV cache (full prompts, and prefix + suffixes in one forward):
+    the cache's in-place growth is left to eager code. One graph serves all layers of a kind (module
+    parameters are graph inputs); the decoder layers compile for dynamic sequence lengths. If the
+    first compiled call fails (no C compiler, an unsupported op), a warning is logged and the model
+    runs eagerly from then on."""
+    import torch
+
+    if getattr(model, "_rankvideo_compile", None) is not None:
+        return
+    state = _CompileState()
+    model._rankvideo_compile = state
+    dynamo_config = getattr(getattr(torch, "_dynamo", None), "config", None)
+    for name in ("recompile_limit", "cache_size_limit"):  # per code object: layers x masked/causal x shapes
+        if dynamo_config is not None and isinstance(getattr(dynamo_config, name, None), int):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 256))
+    visual = getattr(model.model, "visual", None)
+    for block in getattr(visual, "blocks", None) or []:
+        _compile_forward(block, state, cache_free=False, dynamic=None)
+    for layer in model.model.language_model.layers:  # sequence lengths vary with every video and query
+        _compile_forward(layer, state, cache_free=True, dynamic=True)
+
+
+def _compile_forward(module, state: _CompileState, cache_free: bool, dynamic: bool | None) -> None:
+    import torch
+
+    eager = module.forward
+    compiled = torch.compile(eager, dynamic=dynamic)
+
+    def forward(*args, **kwargs):
+        use = state.enabled and not torch.is_grad_enabled()
+        if use and cache_free:
+            use = kwargs.get("cache") is None and kwargs.get("past_key_values") is None
+        if use:
+            try:
+                out = compiled(*args, **kwargs)
+            except Exception as error:
+                if state.succeeded:
+                    raise
+                state.failed, state.enabled = True, False
+                log.warning("torch.compile failed (%s: %s); running eagerly", type(error).__name__, str(error)[:300])
+            else:
+                state.succeeded = True
+                return out
+        return eager(*args, **kwargs)
+
+    module.forward = forward
 
 
 def _cache_keyword(forward) -> str:
