@@ -47,15 +47,54 @@ class RerankSummary:
     pairs_already_done: int = 0
     unknown_queries: list = field(default_factory=list)
     decodes: int = 0
-    seconds_decoding: float = 0.0
+    videos_decoded_twice: int = 0  # files decoded more than once in this job (must stay 0)
+    seconds_decoding: float = 0.0  # decoding + resizing, in the background thread (CPU)
+    seconds_waiting_for_decode: float = 0.0  # scoring loop blocked on a decode that was not ready
     seconds_scoring: float = 0.0
+    seconds_total: float = 0.0  # wall time of the decode + score loop
 
     def line(self) -> str:
         done = self.pairs_scored + self.pairs_already_done
+        share = 100 * self.seconds_decoding / self.seconds_total if self.seconds_total else 0.0
         return (f"pairs scored {done} / asked {self.pairs_asked} ({self.pairs_already_done} from an earlier run); "
                 f"videos scored {self.videos_scored + self.videos_already_done} / {self.videos_asked}, "
                 f"failed {self.videos_failed}; unknown query ids {len(self.unknown_queries)}; "
-                f"videos decoded {self.decodes} (decode {self.seconds_decoding:.1f} s, score {self.seconds_scoring:.1f} s)")
+                f"videos decoded {self.decodes} (decode {self.seconds_decoding:.1f} s = {share:.0f}% of the "
+                f"{self.seconds_total:.1f} s loop, overlapped with scoring; waited {self.seconds_waiting_for_decode:.1f} s; "
+                f"score {self.seconds_scoring:.1f} s)")
+
+
+def prefetched(items: Sequence, load: Callable, ahead: int = 1):
+    """Yield ``(item, loaded, error, seconds, waited)`` for ``items`` in order, loading up to ``ahead``
+    items in as many background threads while the caller works on the current one (``ahead=0``: load
+    in the caller's thread). ``error`` is the :class:`VideoError` that ``load`` raised (``loaded`` is None then);
+    any other exception is raised here. ``seconds``: time ``load`` took; ``waited``: time the caller
+    was blocked on it. Each item is loaded exactly once."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(item):
+        start = time.perf_counter()
+        try:
+            return load(item), None, time.perf_counter() - start
+        except VideoError as error:
+            return None, error, time.perf_counter() - start
+
+    items = list(items)
+    if ahead <= 0:
+        for item in items:
+            loaded, error, seconds = run(item)
+            yield item, loaded, error, seconds, seconds
+        return
+    with ThreadPoolExecutor(ahead, thread_name_prefix="rankvideo-decode") as pool:
+        pending = deque(pool.submit(run, item) for item in items[:ahead])
+        for index, item in enumerate(items):
+            start = time.perf_counter()
+            loaded, error, seconds = pending.popleft().result()
+            waited = time.perf_counter() - start
+            if index + ahead < len(items):
+                pending.append(pool.submit(run, items[index + ahead]))
+            yield item, loaded, error, seconds, waited
 
 
 def code_version() -> str:
@@ -117,11 +156,12 @@ def prepare_output_dir(output_dir: Path, run_info: dict, restart: bool) -> None:
 def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolver: VideoResolver,
            output_dir: str | Path, score_video: Callable, model_name: str, settings: VideoSettings,
            video_ids: Sequence[str] | None = None, run_info: dict | None = None, restart: bool = False,
-           progress: bool = True) -> RerankSummary:
+           progress: bool = True, decode_ahead: int = 2) -> RerankSummary:
     """Score the videos ``video_ids`` (default: all of video2queries) into ``output_dir``.
 
     ``score_video(loaded_video, [query texts]) -> [score dicts]`` is a backend's or
-    VLMReranker's method.
+    VLMReranker's method. The next ``decode_ahead`` videos are decoded in background threads while
+    the current one is scored (0: decode, then score, one after the other).
     """
     from tqdm import tqdm
 
@@ -131,10 +171,9 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
     ids = list(video_ids) if video_ids is not None else sorted(video2queries)
     summary = RerankSummary(videos_asked=len(ids))
     unknown: set[str] = set()
-    decodes_before = sum(decode_counts().values())
-    bar = tqdm(ids, desc=f"rerank {model_name}", unit="video", disable=not progress, file=sys.stderr)
-    scored_pairs_timer = time.perf_counter()
-    for video_id in bar:
+    decodes_before = decode_counts()
+    todo = []
+    for video_id in ids:
         asked = video2queries[video_id]
         qids = [q for q in asked if q in queries]
         unknown.update(q for q in asked if q not in queries)
@@ -146,15 +185,25 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
             summary.videos_already_done += 1
             summary.pairs_already_done += len(qids)
             continue
-        try:
-            path = resolver.resolve(video_id)
-            start = time.perf_counter()
-            video = load_video(path, settings, video_id=video_id)
-            summary.seconds_decoding += time.perf_counter() - start
-        except VideoError as error:
+        todo.append((video_id, qids, out_path))
+
+    def decode(item):
+        video_id = item[0]
+        return load_video(resolver.resolve(video_id), settings, video_id=video_id)
+
+    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"rerank {model_name}", unit="video",
+               disable=not progress, file=sys.stderr)
+    loop_start = time.perf_counter()
+    # the next videos are decoded in background threads while this one is scored (decoding is CPU work,
+    # scoring mostly GPU work); each video is still decoded once (decode_counts)
+    for (video_id, qids, out_path), video, error, seconds, waited in prefetched(todo, decode, ahead=decode_ahead):
+        summary.seconds_decoding += seconds
+        summary.seconds_waiting_for_decode += waited
+        if error is not None:
             failures.record(video_id, error.path, error.reason)
             summary.videos_failed += 1
             log.warning("video %s: %s (%s); skipped", video_id, error.reason, error.path)
+            bar.update(1)
             continue
         start = time.perf_counter()
         scores = score_video(video, [queries[q] for q in qids])
@@ -162,10 +211,18 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
         formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
         summary.videos_scored += 1
         summary.pairs_scored += len(qids)
-        elapsed = time.perf_counter() - scored_pairs_timer
+        elapsed = time.perf_counter() - loop_start
+        bar.update(1)
         bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
+    bar.close()
+    summary.seconds_total = time.perf_counter() - loop_start
     summary.unknown_queries = sorted(unknown)
-    summary.decodes = sum(decode_counts().values()) - decodes_before
+    decodes_after = decode_counts()
+    summary.decodes = sum(decodes_after.values()) - sum(decodes_before.values())
+    twice = sorted(p for p, n in decodes_after.items() if n - decodes_before.get(p, 0) > 1)
+    summary.videos_decoded_twice = len(twice)
+    if twice:
+        log.warning("%d videos were decoded more than once in this job: %s", len(twice), ", ".join(twice[:5]))
     if unknown:
         log.warning("%d query ids of video2queries are not in the query file and were not scored: %s",
                     len(unknown), ", ".join(sorted(unknown)[:10]) + (" ..." if len(unknown) > 10 else ""))
@@ -205,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--query-batch-size", type=int, default=16, help="queries per forward (hf)")
     parser.add_argument("--gpu-memory", type=float, default=0.9, help="vLLM gpu_memory_utilization")
     parser.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor_parallel_size")
+    parser.add_argument("--decode-ahead", type=int, default=2,
+                        help="videos decoded in background threads while one is scored (0: no overlap)")
     parser.add_argument("--restart", action="store_true", help="clear scores made with other settings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -225,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run(args.model, video2queries, queries, resolver, args.output_dir, settings,
                   video_ids=shard_ids(video2queries, args.id_start, args.id_end), backend=args.backend,
                   model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
-                  progress=not args.no_progress,
+                  progress=not args.no_progress, decode_ahead=args.decode_ahead,
                   options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                           query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
                                           tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
@@ -251,7 +310,7 @@ def backend_options(backend: str, device=None, dtype=None, query_batch_size=16, 
 
 def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
         backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
-        progress: bool = True, options: dict | None = None) -> RerankSummary | str:
+        progress: bool = True, options: dict | None = None, decode_ahead: int = 2) -> RerankSummary | str:
     """Load the backend and rerank; returns the summary, or an error message for bad input."""
     from . import backends, models
 
@@ -261,7 +320,8 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     try:
         scorer = backends.create(backend, model, prompt_variant=prompt_variant, **(options or {}))
         return rerank(video2queries, queries, resolver, output_dir, scorer.score_video, model_name, settings,
-                      video_ids=video_ids, run_info=run_info, restart=restart, progress=progress)
+                      video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
+                      decode_ahead=decode_ahead)
     except (models.ModelNotFoundError, OutputDirError) as error:
         return str(error)
 

@@ -65,6 +65,8 @@ def test_assorted_videos_scored_broken_ones_recorded(setup, tmp_path):
     summary = formats.read_json(out / "summary.json")
     # each video decoded at most once (files failing the probe never reach a decoder)
     assert len(good) <= summary["decodes"] <= len(good) + len(bad)
+    assert summary["videos_decoded_twice"] == 0  # decoded in a background thread, still once each
+    assert summary["seconds_total"] > 0 and "overlapped with scoring" in result.stdout
     assert summary["pairs_scored"] == 2 * len(good)
     # scores are the model's: the same pair gives the same score in a second folder
     again = tmp_path / "again"
