@@ -4,10 +4,12 @@ Stage 2 (``train.jsonl`` / ``eval.jsonl``, split by query): one record per (trai
 candidate within ``depth``) in the seed's format::
 
     {"query_id", "query", "doc_id", "videos": [path], "true_label", "teacher_p_yes",
-     "teacher_label", "evidence": {"caption", "asr"}}
+     "teacher_label", "evidence": {"caption", "asr"}, "positive"}
 
 ``true_label`` is the qrels grade where the pair is judged (else null); ``teacher_*`` come from the
-teacher's record where there is one. Stage 1 (``stage1_train.jsonl`` / ``stage1_eval.jsonl``, the
+teacher's record where there is one. ``positive`` (beyond the seed's format) is the pair's side in
+stage 2: ``true_label >= positive_grade`` (the reference: grade 1, any relevance; grade 2 on graded
+qrels makes a partial match a negative), or the teacher's label where the pair is unjudged. Stage 1 (``stage1_train.jsonl`` / ``stage1_eval.jsonl``, the
 candidates' videos split by video with the same fraction and seed): one record per video, ``{"doc_id", "videos": [path], "caption", "caption_source"}``, captions from the
 dataset's reference captions or from the caption model. ``report.json`` / ``report.md`` count
 examples, positives and negatives per split and list what stage 2 cannot use.
@@ -25,10 +27,13 @@ from .video import VideoError, VideoResolver
 log = logging.getLogger(__name__)
 
 
-def is_positive(record: dict) -> bool | None:
-    """REFERENCE.md: true_label >= 1 is relevant; unjudged pairs fall back to the teacher's label."""
+def is_positive(record: dict, positive_grade: int = 1) -> bool | None:
+    """The record's ``positive`` field where the training data wrote one; else REFERENCE.md's rule:
+    ``true_label >= positive_grade`` (1: any relevance); unjudged pairs fall back to the teacher's label."""
+    if "positive" in record:
+        return record["positive"]
     if record.get("true_label") is not None:
-        return record["true_label"] >= 1
+        return record["true_label"] >= positive_grade
     if record.get("teacher_label") is not None:
         return bool(record["teacher_label"])
     return None
@@ -44,7 +49,7 @@ def split_queries(qids: list[str], eval_fraction: float, seed: int) -> tuple[set
 
 def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, captions_jsonl, resolver: VideoResolver,
           out_dir, depth: int, eval_fraction: float, seed: int, caption_source: str,
-          stage1_captions: str | Path | None = None) -> dict:
+          stage1_captions: str | Path | None = None, positive_grade: int = 1) -> dict:
     """Write train/eval JSONL for both stages and the report into ``out_dir``; returns the report.
 
     ``captions_jsonl`` is the evidence (the caption model's captions); stage-1 targets come from
@@ -86,8 +91,10 @@ def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, ca
                 "true_label": judged, "teacher_p_yes": t.get("teacher_p_yes"), "teacher_label": t.get("teacher_label"),
                 "evidence": {"caption": captions.get(doc, ""), "asr": asr.get(doc, "")},
             })
+            records[split][-1]["positive"] = is_positive(records[split][-1], positive_grade)
 
     report: dict = {"depth": depth, "eval_fraction": eval_fraction, "seed": seed, "caption_source": caption_source,
+                    "positive_grade": positive_grade,
                     "queries_without_candidates": no_candidates,
                     "pairs_without_video": {doc: reason for doc, reason in sorted(no_video.items())}, "splits": {}}
     for split, rows in records.items():
@@ -131,7 +138,7 @@ def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, ca
 def render_report(report: dict) -> str:
     lines = ["# Training data report", "",
              f"Candidates per query: {report['depth']}; eval fraction {report['eval_fraction']} (seed {report['seed']}); "
-             f"stage-1 captions: {report['caption_source']}.", "",
+             f"stage-1 captions: {report['caption_source']}; positives: true_label >= {report.get('positive_grade', 1)}.", "",
              "| split | queries | examples | positives | negatives | unlabelled | teacher p_yes | stage-1 videos |",
              "|---|---|---|---|---|---|---|---|"]
     for split, s in report["splits"].items():

@@ -156,3 +156,21 @@ def test_training_jsonl_matches_the_seed_format(world, tmp_path):
     s = report["splits"]["train"]
     assert s["positives"] + s["negatives"] + s["unlabelled"] == s["examples"]
     assert (tmp_path / "out/report.md").read_text().startswith("# Training data report")
+    assert all(r["positive"] == (r["true_label"] >= 1) for r in train + evaluation)
+
+
+def test_positive_grade_two_makes_partial_matches_negatives(world, tmp_path):
+    bench, root = world["bench"], world["root"]
+    formats.write_jsonl(tmp_path / "teacher.jsonl", [])
+    args = (bench / "queries_train.tsv", bench / "qrels.txt", root / "train.json", tmp_path / "teacher.jsonl",
+            bench / "transcripts.jsonl", bench / "captions_reference.jsonl", VideoResolver(bench / "videos"))
+    reports = {grade: training_data.build(*args, tmp_path / str(grade), depth=8, eval_fraction=0.0, seed=1,
+                                          caption_source="reference", positive_grade=grade) for grade in (1, 2)}
+    rows = {grade: formats.read_jsonl(tmp_path / str(grade) / "train.jsonl") for grade in (1, 2)}
+    partial = [i for i, r in enumerate(rows[1]) if r["true_label"] == 1]
+    assert partial, "the synthetic set has partial matches among the candidates"
+    assert all(rows[1][i]["positive"] and rows[2][i]["positive"] is False for i in partial)
+    assert all(r["positive"] == (r["true_label"] == 2) for r in rows[2])
+    counts = {g: reports[g]["splits"]["train"] for g in (1, 2)}
+    assert counts[2]["positives"] == counts[1]["positives"] - len(partial)
+    assert "positives: true_label >= 2" in (tmp_path / "2" / "report.md").read_text()
