@@ -1134,6 +1134,8 @@ def write_markdown(r: dict, path: Path) -> None:
         lines += [f"- (a) `{k}`: {v['text']} — `HFBackend(..., {', '.join(f'{o}={x!r}' for o, x in v['options'].items())})`"
                   for k, v in r.get("references", {}).items()]
         lines.append("")
+    if r.get("notes"):
+        lines += ["## Notes (written after the run, from the numbers above)", ""] + [f"- {n}" for n in r["notes"]] + [""]
     if r.get("errors") or r.get("skipped"):
         lines += ["## Errors / skipped", ""] + [f"- {e}" for e in r.get("errors", []) + r.get("skipped", [])] + [""]
     lines.append(f"Run time of the script: {r.get('elapsed_s', 0):.0f} s.")
