@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", help="Hugging Face cache folder")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (hf)")
     parser.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--query-batch-size", type=int, default=16, help="queries per forward (hf)")
+    parser.add_argument("--query-batch-size", type=int, default=64, help="queries of one video per forward (hf)")
     parser.add_argument("--gpu-memory", type=float, default=0.9, help="vLLM gpu_memory_utilization")
     parser.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor_parallel_size")
     parser.add_argument("--decode-ahead", type=int, default=2,
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done) else 0
 
 
-def backend_options(backend: str, device=None, dtype=None, query_batch_size=16, gpu_memory=0.9, tensor_parallel=1,
+def backend_options(backend: str, device=None, dtype=None, query_batch_size=64, gpu_memory=0.9, tensor_parallel=1,
                     cache_dir=None, trust_remote_code=False, allow_pickle_weights=False) -> dict:
     """The keyword arguments of one backend's constructor."""
     options: dict = {"cache_dir": cache_dir, "dtype": dtype, "trust_remote_code": trust_remote_code}
