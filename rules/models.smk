@@ -7,6 +7,7 @@ rule tiny_model:
         directory("results/models/tiny-{kind}"),
     params:
         seed=config["models"]["tiny"]["seed"],
+        sizes=lambda wildcards: config["models"]["tiny"][wildcards.kind],
     log:
         "results/logs/tiny_model/{kind}.log",
     conda:
