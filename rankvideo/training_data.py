@@ -49,11 +49,14 @@ def split_queries(qids: list[str], eval_fraction: float, seed: int) -> tuple[set
 
 def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, captions_jsonl, resolver: VideoResolver,
           out_dir, depth: int, eval_fraction: float, seed: int, caption_source: str,
-          stage1_captions: str | Path | None = None, positive_grade: int = 1) -> dict:
+          stage1_captions: str | Path | None = None, positive_grade: int = 1, random_judged: int = 0) -> dict:
     """Write train/eval JSONL for both stages and the report into ``out_dir``; returns the report.
 
     ``captions_jsonl`` is the evidence (the caption model's captions); stage-1 targets come from
-    ``stage1_captions`` (e.g. reference captions) when given, else from the same file."""
+    ``stage1_captions`` (e.g. reference captions) when given, else from the same file. Besides the
+    first stage's top ``depth``, each query gets ``random_judged`` more candidates drawn (seeded by
+    seed and query id) from its judged videos outside that top: the first stage's candidates are
+    mostly positives for short queries, so random judged videos give them negatives to learn from."""
     out_dir = Path(out_dir)
     queries = formats.read_queries(queries_tsv)
     qrels = formats.read_qrels(qrels_path)
@@ -76,7 +79,10 @@ def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, ca
         if qid not in run:
             continue
         split = "train" if qid in train_q else "eval"
-        for doc in formats.ranked(run[qid])[:depth]:
+        top = formats.ranked(run[qid])[:depth]
+        judged_rest = sorted(set(qrels.get(qid, {})) - set(top))
+        extra = random.Random(f"{seed}:{qid}").sample(judged_rest, min(random_judged, len(judged_rest)))
+        for doc in top + extra:
             if doc not in paths and doc not in no_video:
                 try:
                     paths[doc] = str(resolver.resolve(doc))
@@ -94,7 +100,7 @@ def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, ca
             records[split][-1]["positive"] = is_positive(records[split][-1], positive_grade)
 
     report: dict = {"depth": depth, "eval_fraction": eval_fraction, "seed": seed, "caption_source": caption_source,
-                    "positive_grade": positive_grade,
+                    "positive_grade": positive_grade, "random_judged": random_judged,
                     "queries_without_candidates": no_candidates,
                     "pairs_without_video": {doc: reason for doc, reason in sorted(no_video.items())}, "splits": {}}
     for split, rows in records.items():
@@ -137,7 +143,7 @@ def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, ca
 
 def render_report(report: dict) -> str:
     lines = ["# Training data report", "",
-             f"Candidates per query: {report['depth']}; eval fraction {report['eval_fraction']} (seed {report['seed']}); "
+             f"Candidates per query: first-stage top {report['depth']} + {report.get('random_judged', 0)} random judged; eval fraction {report['eval_fraction']} (seed {report['seed']}); "
              f"stage-1 captions: {report['caption_source']}; positives: true_label >= {report.get('positive_grade', 1)}.", "",
              "| split | queries | examples | positives | negatives | unlabelled | teacher p_yes | stage-1 videos |",
              "|---|---|---|---|---|---|---|---|"]

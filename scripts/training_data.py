@@ -8,4 +8,5 @@ with logs.to_file(snakemake.log[0]):
         inputs.queries, inputs.qrels, inputs.run, inputs.teacher, inputs.asr, inputs.captions,
         pipeline.resolver(snakemake.params.videos), Path(snakemake.output.train).parent, settings["depth"],
         settings["eval_fraction"], snakemake.params.seed, settings["stage1_captions"],
-        stage1_captions=inputs.get("stage1_captions"), positive_grade=settings["positive_grade"])
+        stage1_captions=inputs.get("stage1_captions"), positive_grade=settings["positive_grade"],
+        random_judged=settings["random_judged"])

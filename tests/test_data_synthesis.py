@@ -174,3 +174,24 @@ def test_positive_grade_two_makes_partial_matches_negatives(world, tmp_path):
     counts = {g: reports[g]["splits"]["train"] for g in (1, 2)}
     assert counts[2]["positives"] == counts[1]["positives"] - len(partial)
     assert "positives: true_label >= 2" in (tmp_path / "2" / "report.md").read_text()
+
+
+def test_random_judged_candidates_are_seeded_and_outside_the_top(world, tmp_path):
+    bench, root = world["bench"], world["root"]
+    formats.write_jsonl(tmp_path / "teacher.jsonl", [])
+    args = (bench / "queries_train.tsv", bench / "qrels.txt", root / "train.json", tmp_path / "teacher.jsonl",
+            bench / "transcripts.jsonl", bench / "captions_reference.jsonl", VideoResolver(bench / "videos"))
+    for name in ("a", "b"):
+        training_data.build(*args, tmp_path / name, depth=3, eval_fraction=0.0, seed=5, caption_source="reference",
+                            random_judged=2)
+    rows = formats.read_jsonl(tmp_path / "a" / "train.jsonl")
+    assert rows == formats.read_jsonl(tmp_path / "b" / "train.jsonl")
+    run, qrels = formats.read_run(root / "train.json"), formats.read_qrels(bench / "qrels.txt")
+    by_query: dict[str, list[str]] = {}
+    for r in rows:
+        by_query.setdefault(r["query_id"], []).append(r["doc_id"])
+    for qid, docs in by_query.items():
+        top = formats.ranked(run[qid])[:3]
+        assert docs[:3] == top and len(docs) == 5 and len(set(docs)) == 5
+        assert all(d not in top and d in qrels[qid] for d in docs[3:])
+    assert "+ 2 random judged" in (tmp_path / "a" / "report.md").read_text()
