@@ -584,3 +584,16 @@ class LocalSlurm:
         for line in proc.stdout.splitlines():
             jid, name, state = line.split("|", 2)
             yield jid, name, state
+
+
+def skip_without_local_slurm() -> None:
+    """Skip the calling test, with the reason, where a local Slurm or the Slurm executor plugin is missing."""
+    import pytest
+
+    ok, reason = LocalSlurm.available()
+    if not ok:
+        pytest.skip(f"no local Slurm: {reason}")
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed")

@@ -26,10 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import snakemake
-from rankvideo import first_stage, formats, training_data
-from rankvideo.synthetic import SyntheticConfig, generate
-from rankvideo.video import VideoResolver
+from conftest import small_training_data, snakemake
+from rankvideo import formats, training_data
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 3
@@ -66,14 +64,7 @@ def data(tmp_path_factory) -> dict:
     from rankvideo.make_tiny_model import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("ddp")
-    bench = root / "bench"
-    generate(SyntheticConfig.from_dict({"n_videos": 10, "n_test_queries": 2, "n_train_queries": 8}), bench)
-    first_stage.run_bm25_stage(bench / "queries_train.tsv", bench / "transcripts.jsonl", 10, root / "run.json",
-                               root / "run.trec", root / "v2q.json")
-    formats.write_jsonl(root / "teacher.jsonl", [])
-    training_data.build(bench / "queries_train.tsv", bench / "qrels.txt", root / "run.json", root / "teacher.jsonl",
-                        bench / "transcripts.jsonl", bench / "captions_reference.jsonl", VideoResolver(bench / "videos"),
-                        root / "data", depth=8, eval_fraction=0.0, seed=0, caption_source="reference")
+    small_training_data(root, n_train_queries=8, depth=8, eval_fraction=0.0)
     by_query: dict[str, list[dict]] = {}
     for row in formats.read_jsonl(root / "data" / "train.jsonl"):
         by_query.setdefault(row["query_id"], []).append(row)

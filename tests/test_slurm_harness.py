@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_cluster import SLURM_CONF, LocalSlurm, pid_alive  # noqa: E402
+from slurm_cluster import SLURM_CONF, LocalSlurm, pid_alive, skip_without_local_slurm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm"
@@ -52,13 +52,7 @@ def _snakemake_cmd() -> list[str]:
 
 @pytest.mark.slow
 def test_local_slurm_runs_sbatch_and_snakemake(tmp_path: Path) -> None:
-    ok, reason = LocalSlurm.available()
-    if not ok:
-        pytest.skip(f"no local Slurm: {reason}")
-    try:
-        import snakemake_executor_plugin_slurm  # noqa: F401
-    except ImportError:
-        pytest.skip("snakemake-executor-plugin-slurm is not installed")
+    skip_without_local_slurm()
 
     conf_before = SLURM_CONF.read_bytes() if SLURM_CONF.exists() else None
     t0 = time.monotonic()

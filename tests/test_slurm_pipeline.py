@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import copy_repo, snakemake  # noqa: E402
-from slurm_cluster import SLURM_CONF, LocalSlurm, pid_alive  # noqa: E402
+from slurm_cluster import SLURM_CONF, LocalSlurm, pid_alive, skip_without_local_slurm  # noqa: E402
 
 TARGETS = ["results/metrics.tsv", "results/plots/loss_curves.png"]
 CONFIG = ["--configfile", "config/test.yaml"]
@@ -97,13 +97,7 @@ def max_prediction_diff(a: Path, b: Path) -> float:
 
 @pytest.mark.slow
 def test_pipeline_through_slurm_matches_local_run(tmp_path: Path, capsys) -> None:
-    ok, reason = LocalSlurm.available()
-    if not ok:
-        pytest.skip(f"no local Slurm: {reason}")
-    try:
-        import snakemake_executor_plugin_slurm  # noqa: F401
-    except ImportError:
-        pytest.skip("snakemake-executor-plugin-slurm is not installed")
+    skip_without_local_slurm()
 
     # the reference: a local run of the same config in another copy (both copied now, from the same tree)
     local, repo = copy_repo(tmp_path / "local"), copy_repo(tmp_path / "slurm")

@@ -6,11 +6,10 @@ import json
 import pytest
 import torch
 
-from rankvideo import first_stage, formats, training_data
-from rankvideo.synthetic import SyntheticConfig, generate
+from conftest import small_training_data
+from rankvideo import formats
 from rankvideo.training.common import TrainSettings, prepare_model
 from rankvideo.training.losses import LossWeights
-from rankvideo.video import VideoResolver
 
 SMALL = dict(fps=4.0, max_frames=8, tokens_per_frame=4, gradient_checkpointing=False, logging_steps=1,
              save_steps=1000, warmup_ratio=0.0, grad_accum=1)
@@ -21,14 +20,7 @@ def data(tmp_path_factory):
     from rankvideo.make_tiny_model import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("train")
-    generate(SyntheticConfig.from_dict({"n_videos": 10, "n_test_queries": 2, "n_train_queries": 6}), root / "bench")
-    bench = root / "bench"
-    first_stage.run_bm25_stage(bench / "queries_train.tsv", bench / "transcripts.jsonl", 10, root / "run.json",
-                               root / "run.trec", root / "v2q.json")
-    formats.write_jsonl(root / "teacher.jsonl", [])
-    training_data.build(bench / "queries_train.tsv", bench / "qrels.txt", root / "run.json", root / "teacher.jsonl",
-                        bench / "transcripts.jsonl", bench / "captions_reference.jsonl", VideoResolver(bench / "videos"),
-                        root / "data", depth=6, eval_fraction=0.2, seed=0, caption_source="reference")
+    small_training_data(root, n_train_queries=6, depth=6, eval_fraction=0.2)
     return {"root": root, "data": root / "data", "model": str(build_tiny_vlm(root / "vlm", seed=2))}
 
 
