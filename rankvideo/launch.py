@@ -40,7 +40,7 @@ def run_in_process(spec: dict):
     if spec["stage"] == "stage2":
         return train_reranker.train(spec["model"], spec["train"], spec["eval"], spec["output"], settings,
                                     LossWeights.from_config(spec["settings"]), num_negs=spec["settings"]["num_negs"],
-                                    options=options)
+                                    prompt_variant=spec.get("prompt_variant", "default"), options=options)
     raise ValueError(f"unknown stage {spec['stage']!r} (stage1 or stage2)")
 
 
@@ -86,6 +86,8 @@ def train_rule(job, stage: str, model: str) -> None:
     settings = job.params.settings
     spec = {"stage": stage, "model": model, "train": job.input.train, "eval": job.input.eval,
             "output": job.output[0], "settings": settings, "seed": job.params.seed, "models": job.params.models}
+    if stage == "stage2":
+        spec["prompt_variant"] = job.params.prompt_variant  # trained with the prompt the rerank rule scores with
     train(spec, train_processes(settings, job.resources), job.threads)
 
 

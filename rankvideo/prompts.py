@@ -6,6 +6,9 @@ Reranking prompts (:data:`RERANK_VARIANTS`):
   query. The assistant turn is prefilled with ``<answer>`` and the relevance score is read at the
   next position: exactly where training reads ``logit[yes] - logit[no]``. Video-first also lets a
   prefix cache share one video's tokens across all the queries it is a candidate for.
+- ``query_first``: ``default``'s words and prefill with the query before the video, so that the
+  video's tokens are read in the light of the query (no per-video prefix to share across queries:
+  the HF backend scores it pair by pair).
 - ``reference_inference``: the released inference prompt, byte for byte (query text first, then
   the video, other wording, no prefill; the score is read at the first assistant position), for
   checking published weights.
@@ -54,6 +57,13 @@ RERANK_VARIANTS = {
         system=f"{SYSTEM_PREFIX} Given a text query and a video, determine if the video is relevant.",
         user="Query: {query}\nIs the video relevant? Answer with yes or no.",
         video_first=True,
+        answer_prefix=ANSWER_OPEN,
+    ),
+    "query_first": RerankPrompt(
+        name="query_first",
+        system=f"{SYSTEM_PREFIX} Given a text query and a video, determine if the video is relevant.",
+        user="Query: {query}\nIs the video relevant? Answer with yes or no.",
+        video_first=False,
         answer_prefix=ANSWER_OPEN,
     ),
     "reference_inference": RerankPrompt(

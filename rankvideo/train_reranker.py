@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True)
     add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=3, grad_accum=8, max_frames=24)
     parser.add_argument("--num-negs", type=int, default=1)
+    parser.add_argument("--prompt-variant", choices=list(prompts.RERANK_VARIANTS), default="default",
+                        help="the prompt to train with; score the model with the same one")
     defaults = LossWeights()
     for name in ("tau_rank", "tau_distill", "tau_point", "lambda_distill", "lambda_point"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
@@ -195,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights = LossWeights(tau_rank=args.tau_rank, tau_distill=args.tau_distill, tau_point=args.tau_point,
                           lambda_distill=args.lambda_distill, lambda_point=args.lambda_point)
     train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args), weights,
-          num_negs=args.num_negs, options=models.LoadOptions(cache_dir=args.cache_dir))
+          num_negs=args.num_negs, prompt_variant=args.prompt_variant, options=models.LoadOptions(cache_dir=args.cache_dir))
     return 0
 
 

@@ -32,6 +32,7 @@ rule train_stage2:
     params:
         init=stage2_init,
         settings=config["train_stage2"],
+        prompt_variant=config["rerank"]["prompt_variant"],
         models=config["models"],
         seed=config["seed"],
     resources:

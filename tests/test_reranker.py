@@ -142,6 +142,21 @@ def test_reference_variant_scores_per_pair(tiny_vlm, videos):
     assert len(scores) == 2 and all(math.isfinite(s["logit_delta"]) for s in scores)
 
 
+def test_query_first_variant_is_default_with_the_query_before_the_video(backend, tiny_vlm, videos):
+    from rankvideo.backends.hf import HFBackend
+
+    default = prompts.render_rerank(backend.processor, "flood in Spain", "default")
+    query_first = prompts.render_rerank(backend.processor, "flood in Spain", "query_first")
+    video = "<|vision_start|><|video_pad|><|vision_end|>"
+    assert query_first.index("Query: flood in Spain") < query_first.index(video)
+    assert default.index(video) < default.index("Query: flood in Spain")
+    assert sorted(query_first) == sorted(default) and query_first.endswith(prompts.ANSWER_OPEN)
+    query_first_backend = HFBackend(tiny_vlm, prompt_variant="query_first")
+    assert query_first_backend.mode == "per_pair"
+    scores = query_first_backend.score_video(load_video(videos[0], SETTINGS), QUERIES[:2])
+    assert len(scores) == 2 and all(math.isfinite(s["logit_delta"]) for s in scores)
+
+
 def test_vlm_reranker_api(tiny_vlm, videos, backend):
     from rankvideo import VLMReranker
 

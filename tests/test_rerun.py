@@ -69,6 +69,10 @@ PARAMETER_CHANGES = {
         {"train_stage1": 1, "train_stage2": 1, "rerank_shard": 4, "gather_rerank": 2, "evaluate": 3, "metrics": 1,
          "loss_curves": 1},
         {"stage1", "stage2"}, {"stage1", "stage2", "stage2+fusion"}),
+    # the prompt: stage 2 is trained with the prompt every system is scored with
+    "rerank:\n  prompt_variant: query_first\n": (
+        {"train_stage2": 1, "rerank_shard": 6, "gather_rerank": 3, "evaluate": 4, "metrics": 1, "loss_curves": 1},
+        {"base", "stage1", "stage2"}, {"base", "stage1", "stage2", "stage2+fusion"}),
     # reranking settings: every reranked system, no training
     "rerank:\n  query_batch_size: 4\n": (
         {"rerank_shard": 6, "gather_rerank": 3, "evaluate": 4, "metrics": 1},

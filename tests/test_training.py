@@ -118,3 +118,10 @@ def test_encoded_examples_batch_equals_the_processor(data, side):
     for key in want:
         assert torch.equal(got[key], want[key]), key
     assert len(encoded._videos) == len(set(paths))
+    assert encoded._video_bytes == sum(entry[1].nbytes for entry in encoded._videos.values())
+    # a budget of one video's pixels: the least recently used go, batches stay the same
+    small = EncodedExamples(processor, settings, max_video_bytes=encoded._videos[paths[0]][1].nbytes)
+    again = small.batch(texts, paths, padding_side=side)
+    assert len(small._videos) == 1 and small._video_bytes == small._videos[paths[-1]][1].nbytes
+    for key in want:
+        assert torch.equal(again[key], want[key]), key

@@ -158,6 +158,7 @@ class EncodedExamples:
 
         self.processor, self.settings, self.max_video_bytes = processor, settings, max_video_bytes
         self._videos: OrderedDict = OrderedDict()
+        self._video_bytes = 0  # pixel values held in _videos
         self._texts: dict = {}
 
     def _video(self, path: str) -> tuple:
@@ -169,8 +170,9 @@ class EncodedExamples:
                                              do_sample_frames=False, do_resize=False, return_tensors="pt")
         entry = (video, out["pixel_values_videos"], out["video_grid_thw"])
         self._videos[path] = entry
-        while len(self._videos) > 1 and sum(e[1].nbytes for e in self._videos.values()) > self.max_video_bytes:
-            self._videos.popitem(last=False)
+        self._video_bytes += entry[1].nbytes
+        while len(self._videos) > 1 and self._video_bytes > self.max_video_bytes:
+            self._video_bytes -= self._videos.popitem(last=False)[1][1].nbytes
         return entry
 
     def _tokens(self, text: str, path: str) -> dict:
