@@ -15,7 +15,6 @@ writes the numbers as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
