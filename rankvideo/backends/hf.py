@@ -6,7 +6,7 @@ batch-1 sequence with a block mask (prefix causal; each suffix sees the prefix a
 positions each suffix has in its own full prompt. Queries beyond ``query_batch_size`` are scored in
 further packed chunks against the prefix's KV cache (no copy of the cache). A single query is one full
 forward. Only the hidden state at each answer position is projected to the vocabulary (one row per
-query, never the whole sequence). Query-first prompts (``reference_inference``) and ``mode="per_pair"``
+query, never the whole sequence). Query-first prompts (``query_first``, ``reference_inference``) and ``mode="per_pair"``
 run one full forward per pair, the reference's way; all paths give the same scores
 (tests/test_reranker.py). :class:`HFBackend`'s speed options are documented there.
 """
