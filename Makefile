@@ -1,5 +1,5 @@
 # Two commands from a fresh clone (Python 3.11 and pip, no GPU):
-#   make pipeline   set up .venv and run the default pipeline to results/metrics.tsv
+#   make pipeline   set up .venv and run the default pipeline (rule all: results/metrics.tsv, the training-data report, the loss curves)
 #   make test       set up .venv (and .venv-vllm, vLLM's own CPU environment for the vLLM backend
 #                   tests; VLLM=0 skips it) and run the whole test suite (what .ci/run calls)
 PYTHON ?= python3.11
@@ -28,7 +28,7 @@ $(VLLM_VENV)/.installed: tools/setup_vllm_cpu.sh tools/vllm_cpu_patches.py
 	touch $@
 
 pipeline: venv
-	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores $(CORES) results/metrics.tsv
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores $(CORES)
 
 test: venv $(if $(filter 1,$(VLLM)),vllm-venv)
 	PATH="$(abspath $(BIN)):$$PATH" RANKVIDEO_VLLM_PYTHON="$(abspath $(VLLM_VENV))/bin/python" python -m pytest $(PYTEST_ARGS)
