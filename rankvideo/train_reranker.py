@@ -103,9 +103,20 @@ def make_trainer_class():
             group, positive, teacher = inputs.pop("group"), inputs.pop("positive"), inputs.pop("teacher_p_yes")
             s = answer_scores(model, inputs, self.yes_id, self.no_id).float()
             loss, parts = reranker_loss(s, group, positive, teacher.to(s.dtype), self.weights)
-            for name, value in parts.items():
-                self.loss_parts.setdefault(name, []).append(value)
+            if model.training:  # the logged parts are the training loss's
+                for name, value in parts.items():
+                    self.loss_parts.setdefault(name, []).append(value)
             return (loss, {"scores": s}) if return_outputs else loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            """Evaluation: the stage-2 loss on the eval split's query groups (reported as ``eval_loss``;
+            the batches carry no ``labels``, so Trainer's own step would compute none)."""
+            import torch
+
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad():
+                loss = self.compute_loss(model, dict(inputs))
+            return loss.detach(), None, None
 
         def log(self, logs_: dict, *args, **kwargs):
             for name, values in self.loss_parts.items():

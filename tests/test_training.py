@@ -2,6 +2,7 @@
 folder scores exactly as the in-memory model, QLoRA refuses the CPU clearly."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -73,6 +74,19 @@ def test_stage2_learns_resumes_and_reloads_exactly(data, tmp_path):
         reloaded = AutoModelForImageTextToText.from_pretrained(out).eval()
         from_disk = train_reranker.answer_scores(reloaded, batch, yes, no)
     assert torch.allclose(in_memory, from_disk, atol=1e-6, rtol=0), (in_memory, from_disk)
+
+
+def test_stage2_evaluates_its_loss_at_checkpoints(data, tmp_path):
+    from rankvideo import train_reranker
+
+    settings = TrainSettings(finetune="full", lr=1e-3, batch_size=2, max_steps=4, save_steps=2,
+                             **{k: v for k, v in SMALL.items() if k != "save_steps"})
+    trainer = train_reranker.train(data["model"], data["data"] / "train.jsonl", data["data"] / "eval.jsonl",
+                                   tmp_path / "stage2", settings, LossWeights(lambda_distill=0.0))
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert [h["step"] for h in evals] == [2, 4] and all(math.isfinite(h["eval_loss"]) for h in evals)
+    # the logged loss parts are the training batches' only
+    assert all("loss_rank" not in h for h in evals)
 
 
 def test_lora_adapters_are_merged_into_the_output(data, tmp_path):
