@@ -51,18 +51,21 @@ class RerankPrompt:
         ]
 
 
+_SYSTEM = f"{SYSTEM_PREFIX} Given a text query and a video, determine if the video is relevant."
+_USER = "Query: {query}\nIs the video relevant? Answer with yes or no."
+
 RERANK_VARIANTS = {
     "default": RerankPrompt(
         name="default",
-        system=f"{SYSTEM_PREFIX} Given a text query and a video, determine if the video is relevant.",
-        user="Query: {query}\nIs the video relevant? Answer with yes or no.",
+        system=_SYSTEM,
+        user=_USER,
         video_first=True,
         answer_prefix=ANSWER_OPEN,
     ),
     "query_first": RerankPrompt(
         name="query_first",
-        system=f"{SYSTEM_PREFIX} Given a text query and a video, determine if the video is relevant.",
-        user="Query: {query}\nIs the video relevant? Answer with yes or no.",
+        system=_SYSTEM,
+        user=_USER,
         video_first=False,
         answer_prefix=ANSWER_OPEN,
     ),
