@@ -308,6 +308,17 @@ def backend_options(backend: str, device=None, dtype=None, query_batch_size=64, 
     return options
 
 
+def trained_prompt_variant(model: str) -> str | None:
+    """The prompt variant a stage-2 folder made by this project was trained with (its
+    ``rankvideo_training.json``); None for other models."""
+    from .training.common import RECORD
+
+    record = Path(model) / RECORD
+    if not record.is_file():
+        return None
+    return formats.read_json(record).get("prompt_variant")
+
+
 def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
         backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
         progress: bool = True, options: dict | None = None, decode_ahead: int = 2) -> RerankSummary | str:
@@ -315,6 +326,10 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     from . import backends, models
 
     model_name = model_name or models.model_name(model)
+    trained_with = trained_prompt_variant(model)
+    if trained_with and trained_with != prompt_variant:
+        log.warning("%s was trained with the prompt variant %r; scoring it with %r reads the answer where it "
+                    "was not trained to put it", model, trained_with, prompt_variant)
     run_info = {"model": model_fingerprint(model), "model_name": model_name, "backend": backend,
                 "prompt_variant": prompt_variant, "video": settings.to_dict(), "code_version": code_version()}
     try:

@@ -147,7 +147,7 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
                             weights=weights, yes_id=yes_id, no_id=no_id, num_negs=num_negs,
                             groups_per_batch=groups_per_batch)
     common.train_and_save(trainer, checkpoints, processor, output_dir, "stage2", model_path, settings,
-                          {"train": train_data, "eval": eval_data})
+                          {"train": train_data, "eval": eval_data}, extra={"prompt_variant": prompt_variant})
     return trainer
 
 

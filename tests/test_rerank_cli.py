@@ -115,6 +115,20 @@ def test_other_settings_refused_unless_restart(setup, tmp_path):
     run_cli(root, model, out, "--id-start", "2", "--id-end", "4", "--fps", "1", "--restart", check=0)
 
 
+def test_a_prompt_other_than_the_trained_one_is_warned_about(setup, tmp_path):
+    import shutil
+
+    root, model, _ = setup
+    trained = tmp_path / "trained"
+    shutil.copytree(model, trained)
+    formats.write_json(trained / "rankvideo_training.json", {"stage": "stage2", "prompt_variant": "query_first"})
+    result = run_cli(root, trained, tmp_path / "out", "--id-start", "2", "--id-end", "3", check=0)
+    assert "was trained with the prompt variant 'query_first'; scoring it with 'default'" in result.stderr
+    result = run_cli(root, trained, tmp_path / "out2", "--id-start", "2", "--id-end", "3",
+                     "--prompt-variant", "query_first", check=0)
+    assert "was trained with the prompt variant" not in result.stderr
+
+
 def test_bad_inputs(setup, tmp_path):
     root, model, _ = setup
     (tmp_path / "bad.tsv").write_text("q1 no tab here\n")

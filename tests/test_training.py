@@ -74,6 +74,9 @@ def test_stage2_learns_resumes_and_reloads_exactly(data, tmp_path):
         reloaded = AutoModelForImageTextToText.from_pretrained(out).eval()
         from_disk = train_reranker.answer_scores(reloaded, batch, yes, no)
     assert torch.allclose(in_memory, from_disk, atol=1e-6, rtol=0), (in_memory, from_disk)
+    # the folder records the prompt it was trained with; the rerank step reads it (and warns on a mismatch)
+    from rankvideo.rerank import trained_prompt_variant
+    assert trained_prompt_variant(str(out)) == "default" and trained_prompt_variant(data["model"]) is None
 
 
 def test_stage2_evaluates_its_loss_at_checkpoints(data, tmp_path):

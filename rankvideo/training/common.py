@@ -220,7 +220,7 @@ def git_commit() -> str | None:
 
 
 def finalize(model, processor, output_dir, stage: str, base_model: str, settings: TrainSettings, data_files: dict,
-             history: list[dict]):
+             history: list[dict], extra: dict | None = None):
     """Save a folder that the rerank rule and VLMReranker load directly: LoRA adapters merged into
     the weights, processor beside them, and ``rankvideo_training.json`` recording config, data
     hashes and code version; ``loss_history.json`` holds the Trainer's log. Returns the saved
@@ -234,7 +234,8 @@ def finalize(model, processor, output_dir, stage: str, base_model: str, settings
     processor.save_pretrained(output_dir)
     record = {"stage": stage, "base_model": base_model, "settings": asdict(settings),
               "data": {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in data_files.items() if p},
-              "code_version": code_version(), "git_commit": git_commit(), "merged_adapters": settings.finetune != "full"}
+              "code_version": code_version(), "git_commit": git_commit(), "merged_adapters": settings.finetune != "full",
+              **(extra or {})}
     formats.write_json(output_dir / RECORD, record)
     formats.write_json(output_dir / "loss_history.json", history)
     log.info("saved %s model to %s", stage, output_dir)
@@ -242,7 +243,7 @@ def finalize(model, processor, output_dir, stage: str, base_model: str, settings
 
 
 def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str, base_model: str,
-                   settings: TrainSettings, data_files: dict) -> None:
+                   settings: TrainSettings, data_files: dict, extra: dict | None = None) -> None:
     """Train (resuming from the newest checkpoint if an earlier run was interrupted); rank 0 then
     saves the final folder (:func:`finalize`) and the trainer's model becomes the saved one."""
     resume = last_checkpoint(checkpoints)
@@ -251,7 +252,7 @@ def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
         trainer.model = finalize(trainer.model, processor, output_dir, stage, base_model, settings, data_files,
-                                 trainer.state.log_history)
+                                 trainer.state.log_history, extra)
 
 
 def read_records(path, required: tuple[str, ...], allow_empty: bool = False) -> list[dict[str, Any]]:
