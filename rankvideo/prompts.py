@@ -18,7 +18,7 @@ Also here: the stage-1 caption prompt, the teacher's evidence prompt and the ans
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -54,21 +54,11 @@ class RerankPrompt:
 _SYSTEM = f"{SYSTEM_PREFIX} Given a text query and a video, determine if the video is relevant."
 _USER = "Query: {query}\nIs the video relevant? Answer with yes or no."
 
+_DEFAULT = RerankPrompt(name="default", system=_SYSTEM, user=_USER, video_first=True, answer_prefix=ANSWER_OPEN)
+
 RERANK_VARIANTS = {
-    "default": RerankPrompt(
-        name="default",
-        system=_SYSTEM,
-        user=_USER,
-        video_first=True,
-        answer_prefix=ANSWER_OPEN,
-    ),
-    "query_first": RerankPrompt(
-        name="query_first",
-        system=_SYSTEM,
-        user=_USER,
-        video_first=False,
-        answer_prefix=ANSWER_OPEN,
-    ),
+    "default": _DEFAULT,
+    "query_first": replace(_DEFAULT, name="query_first", video_first=False),
     "reference_inference": RerankPrompt(
         name="reference_inference",
         system=(f"{SYSTEM_PREFIX} Given a text query and a video, your task is to determine if the video is "
