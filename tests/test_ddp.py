@@ -98,17 +98,19 @@ PROBE = textwrap.dedent("""
     import torch.distributed as dist
     from rankvideo.training.common import TrainSettings, training_arguments
     args = training_arguments(TrainSettings(), sys.argv[1])
-    print("PROBE " + json.dumps({"parallel_mode": str(args.parallel_mode), "world_size": args.world_size,
-                                 "process_index": args.process_index, "device": args.device.type,
-                                 "backend": dist.get_backend() if dist.is_initialized() else None}))
+    # one file per rank: two ranks printing to one pipe can interleave their lines
+    with open(f"{sys.argv[2]}/probe-{args.process_index}.json", "w") as f:
+        json.dump({"parallel_mode": str(args.parallel_mode), "world_size": args.world_size,
+                   "process_index": args.process_index, "device": args.device.type,
+                   "backend": dist.get_backend() if dist.is_initialized() else None}, f)
 """)
 
 
 def probe(tmp_path: Path, extra_env: dict) -> list[dict]:
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
-    output = run([str(script), str(tmp_path / "ckpt")], 2, extra_env, tmp_path / "probe.log")
-    return sorted((json.loads(line.split("PROBE ", 1)[1]) for line in output.splitlines() if "PROBE " in line),
+    run([str(script), str(tmp_path / "ckpt"), str(tmp_path)], 2, extra_env, tmp_path / "probe.log")
+    return sorted((json.loads(p.read_text()) for p in tmp_path.glob("probe-*.json")),
                   key=lambda r: r["process_index"])
 
 
