@@ -165,13 +165,27 @@ def parse_teacher_output(text: str) -> tuple[str | None, str | None, int | None]
 # ----------------------------------------------------------------------------- answer tokens
 
 
-@lru_cache(maxsize=8)
-def answer_token_ids(tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Every vocabulary id whose decoded text, stripped and lower-cased, is "yes" / "no".
+#: which answer tokens inference reads: ``variants``, every token that decodes to yes / no (the
+#: reference's inference); ``single``, the one "yes" and one "no" id that stage 2 trains, so the
+#: score is exactly the trained ``logit[yes] - logit[no]``; ``auto``, single for a stage-2 folder
+#: made by this project and variants otherwise (:func:`rankvideo.rerank.resolve_answer_tokens`)
+ANSWER_TOKENS = ("auto", "variants", "single")
 
-    Inference scores ``logsumexp(logp[yes ids]) - logsumexp(logp[no ids])`` over these sets, as
-    the reference does.
+
+@lru_cache(maxsize=8)
+def answer_token_ids(tokenizer, mode: str = "variants") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The yes and no ids whose log-probabilities inference sums (``mode``: see ANSWER_TOKENS).
+
+    ``variants``: every vocabulary id whose decoded text, stripped and lower-cased, is "yes" / "no";
+    inference scores ``logsumexp(logp[yes ids]) - logsumexp(logp[no ids])`` over these sets, as the
+    reference does. A model trained on the single ids only (stage 2) leaves the other variants
+    untrained, and their mass dilutes that score; ``single`` reads the trained ids alone.
     """
+    if mode == "single":
+        yes_id, no_id = single_answer_ids(tokenizer)
+        return (yes_id,), (no_id,)
+    if mode != "variants":
+        raise ValueError(f"answer tokens must be variants or single here, not {mode!r}")
     yes, no = [], []
     for token_id in range(len(tokenizer)):
         text = tokenizer.decode([token_id]).strip().lower()

@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     parser.add_argument("--prompt-variant", default="default", choices=sorted(prompts.RERANK_VARIANTS),
                         help="default: the stage-2 training prompt (video first); reference_inference: the released one")
+    parser.add_argument("--answer-tokens", choices=list(prompts.ANSWER_TOKENS), default="auto",
+                        help="variants: every token that decodes to yes/no (the reference); single: the ids stage 2 "
+                             "trains; auto: single for a stage-2 folder of this project, else variants")
     parser.add_argument("--model-name", help="name in output files (default: the model folder's name)")
     parser.add_argument("--cache-dir", help="Hugging Face cache folder")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (hf)")
@@ -284,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run(args.model, video2queries, queries, resolver, args.output_dir, settings,
                   video_ids=shard_ids(video2queries, args.id_start, args.id_end), backend=args.backend,
                   model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
+                  answer_tokens=args.answer_tokens,
                   progress=not args.no_progress, decode_ahead=args.decode_ahead,
                   options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                           query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
@@ -308,20 +312,33 @@ def backend_options(backend: str, device=None, dtype=None, query_batch_size=64, 
     return options
 
 
-def trained_prompt_variant(model: str) -> str | None:
-    """The prompt variant a stage-2 folder made by this project was trained with (its
-    ``rankvideo_training.json``); None for other models."""
+def training_record(model: str) -> dict:
+    """The ``rankvideo_training.json`` of a folder this project trained; {} for other models."""
     from .training.common import RECORD
 
     record = Path(model) / RECORD
-    if not record.is_file():
-        return None
-    return formats.read_json(record).get("prompt_variant")
+    return formats.read_json(record) if record.is_file() else {}
+
+
+def trained_prompt_variant(model: str) -> str | None:
+    """The prompt variant a stage-2 folder made by this project was trained with; None for other models."""
+    return training_record(model).get("prompt_variant")
+
+
+def resolve_answer_tokens(model: str, answer_tokens: str) -> str:
+    """``auto``: ``single`` for a stage-2 folder of this project (the ids it was trained to move),
+    ``variants`` (the reference's inference) for any other model; else ``answer_tokens``."""
+    if answer_tokens not in prompts.ANSWER_TOKENS:
+        raise ValueError(f"answer_tokens must be one of {', '.join(prompts.ANSWER_TOKENS)}, not {answer_tokens!r}")
+    if answer_tokens != "auto":
+        return answer_tokens
+    return "single" if training_record(model).get("stage") == "stage2" else "variants"
 
 
 def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
         backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
-        progress: bool = True, options: dict | None = None, decode_ahead: int = 2) -> RerankSummary | str:
+        progress: bool = True, options: dict | None = None, decode_ahead: int = 2,
+        answer_tokens: str = "auto") -> RerankSummary | str:
     """Load the backend and rerank; returns the summary, or an error message for bad input."""
     from . import backends, models
 
@@ -330,10 +347,13 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     if trained_with and trained_with != prompt_variant:
         log.warning("%s was trained with the prompt variant %r; scoring it with %r reads the answer where it "
                     "was not trained to put it", model, trained_with, prompt_variant)
+    answer_tokens = resolve_answer_tokens(model, answer_tokens)
     run_info = {"model": model_fingerprint(model), "model_name": model_name, "backend": backend,
-                "prompt_variant": prompt_variant, "video": settings.to_dict(), "code_version": code_version()}
+                "prompt_variant": prompt_variant, "answer_tokens": answer_tokens, "video": settings.to_dict(),
+                "code_version": code_version()}
     try:
-        scorer = backends.create(backend, model, prompt_variant=prompt_variant, **(options or {}))
+        scorer = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
+                                 **(options or {}))
         return rerank(video2queries, queries, resolver, output_dir, scorer.score_video, model_name, settings,
                       video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
                       decode_ahead=decode_ahead)
@@ -368,7 +388,8 @@ def run_shard(model: str, video2queries_path, queries_path, videos: dict, output
                               allow_pickle_weights=models_config["allow_pickle_weights"])
     summary = run(model, video2queries, formats.read_queries(queries_path), resolver, output_dir, settings,
                   video_ids=sorted(video2queries)[start:end], backend=rerank_config["backend"], model_name=model_name,
-                  prompt_variant=rerank_config["prompt_variant"], restart=True, options=options)
+                  prompt_variant=rerank_config["prompt_variant"], restart=True, options=options,
+                  answer_tokens=rerank_config["answer_tokens"])
     if isinstance(summary, str):
         raise ValueError(summary)
     if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done):

@@ -20,9 +20,11 @@ from .video import LoadedVideo, VideoSettings, load_video
 class VLMReranker:
     def __init__(self, model_path: str, cache_dir: str | None = None, backend: str = "hf", *,
                  prompt_variant: str = "default", fps: float = 2.0, max_frames: int = 32, tokens_per_frame: int = 128,
-                 video_settings: VideoSettings | None = None, **backend_options):
+                 video_settings: VideoSettings | None = None, answer_tokens: str = "auto", **backend_options):
+        from .rerank import resolve_answer_tokens
+
         self.backend = backends.create(backend, model_path, cache_dir=cache_dir, prompt_variant=prompt_variant,
-                                       **backend_options)
+                                       answer_tokens=resolve_answer_tokens(model_path, answer_tokens), **backend_options)
         self.video_settings = video_settings or VideoSettings.with_tokens(fps, max_frames, tokens_per_frame)
 
     @property

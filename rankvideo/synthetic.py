@@ -16,6 +16,9 @@ The transcript is what a text first stage (BM25) can see; the pixels carry the r
 queries use attribute combinations that no training query contains; the training split also
 holds partial queries of one or two attributes so that a model can learn words, not strings.
 
+Besides the corpus, ``n_perception_videos`` more videos (ids ``p0001``...) are rendered with their
+reference captions only: a perception set for stage-1 caption SFT, in no corpus, query or qrels.
+
 Everything is drawn from one seeded generator, and videos are encoded with x264 in a
 bit-exact, single-threaded mode: the same configuration gives byte-identical files.
 """
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import formats, logs
 
@@ -87,6 +91,7 @@ class SyntheticConfig:
     asr_wrong_value_prob: float
     asr_chatter_rate: float
     crf: int
+    n_perception_videos: int = 0
 
     @classmethod
     def from_dict(cls, values: dict | None = None) -> "SyntheticConfig":
@@ -334,13 +339,26 @@ def make_queries(videos: list[Video], cfg: SyntheticConfig, rng: np.random.Gener
 # ----------------------------------------------------------------------------- whole benchmark
 
 
-def draw_videos(cfg: SyntheticConfig, rng: np.random.Generator) -> list[Video]:
+def draw_videos(cfg: SyntheticConfig, rng: np.random.Generator, n: int | None = None, prefix: str = "v") -> list[Video]:
     return [
-        Video(video_id=f"v{i + 1:04d}", count=int(rng.choice(COUNTS)), colour=str(rng.choice(list(COLOURS))),
+        Video(video_id=f"{prefix}{i + 1:04d}", count=int(rng.choice(COUNTS)), colour=str(rng.choice(list(COLOURS))),
               shape=str(rng.choice(SHAPES)), motion=str(rng.choice(list(MOTIONS))),
               background=str(rng.choice(BACKGROUNDS)))
-        for i in range(cfg.n_videos)
+        for i in range(cfg.n_videos if n is None else n)
     ]
+
+
+def _render_all(videos: list[Video], cfg: SyntheticConfig, seed: np.random.SeedSequence, folder: Path, desc: str) -> None:
+    for video, video_seed in tqdm(list(zip(videos, seed.spawn(len(videos)))), desc=desc, unit="video"):
+        frames = render_frames(video, cfg, np.random.default_rng(video_seed))
+        encode_mp4(folder / f"{video.video_id}.mp4", frames, cfg.fps, cfg.crf)
+
+
+def _write_reference(folder: Path, videos: list[Video]) -> None:
+    formats.write_jsonl(folder / "videos.jsonl", [{"doc_id": v.video_id, **v.attributes()} for v in videos])
+    formats.write_jsonl(folder / "captions_reference.jsonl",
+                        [{"doc_id": v.video_id, "text": reference_caption(v), "meta": {"source": "reference"}}
+                         for v in videos])
 
 
 def generate(cfg: SyntheticConfig, output_dir: str | Path) -> dict:
@@ -348,26 +366,25 @@ def generate(cfg: SyntheticConfig, output_dir: str | Path) -> dict:
 
     Files: ``videos/{id}.mp4``, ``queries_train.tsv``, ``queries_test.tsv``, ``qrels.txt`` (both
     splits), ``captions_reference.jsonl`` and ``transcripts.jsonl`` (``{"doc_id", "text", "meta"}``),
-    ``videos.jsonl`` (attributes per video) and ``summary.json``.
+    ``videos.jsonl`` (attributes per video) and ``summary.json``; the perception set under
+    ``perception/`` (``videos/``, ``captions_reference.jsonl``, ``videos.jsonl``; empty when
+    ``n_perception_videos`` is 0).
     """
-    from tqdm import tqdm
-
     out = Path(output_dir)
     root = np.random.SeedSequence(cfg.seed)
-    catalogue_seed, query_seed, asr_seed, pixel_seed = root.spawn(4)
+    # spawn(5)'s first four children are spawn(4)'s: adding the perception set changed no corpus byte
+    catalogue_seed, query_seed, asr_seed, pixel_seed, perception_seed = root.spawn(5)
     videos = draw_videos(cfg, np.random.default_rng(catalogue_seed))
     train, test = make_queries(videos, cfg, np.random.default_rng(query_seed))
 
     asr_rng = np.random.default_rng(asr_seed)
-    pixel_seeds = pixel_seed.spawn(len(videos))
-    for video, seed in tqdm(list(zip(videos, pixel_seeds)), desc="render videos", unit="video"):
-        frames = render_frames(video, cfg, np.random.default_rng(seed))
-        encode_mp4(out / "videos" / f"{video.video_id}.mp4", frames, cfg.fps, cfg.crf)
-
-    formats.write_jsonl(out / "videos.jsonl", [{"doc_id": v.video_id, **v.attributes()} for v in videos])
-    formats.write_jsonl(out / "captions_reference.jsonl",
-                        [{"doc_id": v.video_id, "text": reference_caption(v), "meta": {"source": "reference"}}
-                         for v in videos])
+    _render_all(videos, cfg, pixel_seed, out / "videos", "render videos")
+    _write_reference(out, videos)
+    perception_catalogue, perception_pixels = perception_seed.spawn(2)
+    perception = draw_videos(cfg, np.random.default_rng(perception_catalogue), cfg.n_perception_videos, prefix="p")
+    (out / "perception" / "videos").mkdir(parents=True, exist_ok=True)
+    _render_all(perception, cfg, perception_pixels, out / "perception" / "videos", "render perception videos")
+    _write_reference(out / "perception", perception)
     formats.write_jsonl(out / "transcripts.jsonl",
                         [{"doc_id": v.video_id, "text": transcript(asr_rng, v, cfg), "meta": {"source": "synthetic-asr"}}
                          for v in videos])
@@ -382,6 +399,7 @@ def generate(cfg: SyntheticConfig, output_dir: str | Path) -> dict:
     summary = {
         "config": asdict(cfg),
         "n_videos": len(videos),
+        "n_perception_videos": len(perception),
         "n_train_queries": len(train),
         "n_train_partial_queries": sum(1 for a in train.values() if len(a) < cfg.test_query_attributes),
         "n_test_queries": len(test),

@@ -17,6 +17,7 @@ import argparse
 import logging
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -147,7 +148,8 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
                             weights=weights, yes_id=yes_id, no_id=no_id, num_negs=num_negs,
                             groups_per_batch=groups_per_batch)
     common.train_and_save(trainer, checkpoints, processor, output_dir, "stage2", model_path, settings,
-                          {"train": train_data, "eval": eval_data}, extra={"prompt_variant": prompt_variant})
+                          {"train": train_data, "eval": eval_data},
+                          extra={"prompt_variant": prompt_variant, "loss_weights": asdict(weights), "num_negs": num_negs})
     return trainer
 
 
@@ -181,6 +183,8 @@ def add_common_flags(parser, lr: float, epochs: float, batch_size: int, grad_acc
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lora-alpha", type=int, default=32)
     parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    parser.add_argument("--freeze-vision", action="store_true",
+                        help="full fine-tuning: keep the vision encoder fixed (its mergers train)")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="auto: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--fps", type=float, default=2.0)
@@ -196,7 +200,7 @@ def settings_from_args(args) -> common.TrainSettings:
     return common.TrainSettings(
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         warmup_ratio=args.warmup_ratio, finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        gradient_checkpointing=args.gradient_checkpointing, bf16={"auto": None, "bf16": True, "fp32": False}[args.precision],
+        gradient_checkpointing=args.gradient_checkpointing, freeze_vision=args.freeze_vision, bf16={"auto": None, "bf16": True, "fp32": False}[args.precision],
         fps=args.fps, max_frames=args.max_frames,
         tokens_per_frame=args.tokens_per_frame, seed=args.seed, logging_steps=args.logging_steps,
         save_steps=args.save_steps)

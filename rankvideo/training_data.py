@@ -11,7 +11,8 @@ teacher's record where there is one. ``positive`` (beyond the seed's format) is 
 stage 2: ``true_label >= positive_grade`` (the reference: grade 1, any relevance; grade 2 on graded
 qrels makes a partial match a negative), or the teacher's label where the pair is unjudged. Stage 1 (``stage1_train.jsonl`` / ``stage1_eval.jsonl``, the
 candidates' videos split by video with the same fraction and seed): one record per video, ``{"doc_id", "videos": [path], "caption", "caption_source"}``, captions from the
-dataset's reference captions or from the caption model. ``report.json`` / ``report.md`` count
+dataset's reference captions or from the caption model; a perception set (extra captioned videos,
+``source: "perception"``) joins the training split. ``report.json`` / ``report.md`` count
 examples, positives and negatives per split and list what stage 2 cannot use.
 """
 
@@ -49,14 +50,17 @@ def split_queries(qids: list[str], eval_fraction: float, seed: int) -> tuple[set
 
 def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, captions_jsonl, resolver: VideoResolver,
           out_dir, depth: int, eval_fraction: float, seed: int, caption_source: str,
-          stage1_captions: str | Path | None = None, positive_grade: int = 1, random_judged: int = 0) -> dict:
+          stage1_captions: str | Path | None = None, positive_grade: int = 1, random_judged: int = 0,
+          perception_captions: str | Path | None = None, perception_videos: VideoResolver | None = None) -> dict:
     """Write train/eval JSONL for both stages and the report into ``out_dir``; returns the report.
 
     ``captions_jsonl`` is the evidence (the caption model's captions); stage-1 targets come from
     ``stage1_captions`` (e.g. reference captions) when given, else from the same file. Besides the
     first stage's top ``depth``, each query gets ``random_judged`` more candidates drawn (seeded by
     seed and query id) from its judged videos outside that top: the first stage's candidates are
-    mostly positives for short queries, so random judged videos give them negatives to learn from."""
+    mostly positives for short queries, so random judged videos give them negatives to learn from.
+    ``perception_captions`` with ``perception_videos``: more (caption, video) pairs for stage 1's
+    training split only; a caption whose video is missing is an error naming both."""
     out_dir = Path(out_dir)
     queries = formats.read_queries(queries_tsv)
     qrels = formats.read_qrels(qrels_path)
@@ -132,6 +136,8 @@ def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, ca
                 missing_caption.append(doc)
                 continue
             rows.append({"doc_id": doc, "videos": videos[doc], "caption": text, "caption_source": caption_source})
+        if split == "train" and perception_captions:
+            rows += perception_rows(perception_captions, perception_videos, set(videos))
         formats.write_jsonl(out_dir / f"stage1_{split}.jsonl", rows)
         report["splits"][split]["stage1_videos"] = len(rows)
     report["videos_without_caption"] = sorted(missing_caption)
@@ -139,6 +145,25 @@ def build(queries_tsv, qrels_path, first_stage_run, teacher_jsonl, asr_jsonl, ca
     formats.write_text(out_dir / "report.md", render_report(report))
     log.info("training data:\n%s", render_report(report))
     return report
+
+
+def perception_rows(captions_jsonl, resolver: VideoResolver | None, corpus_ids: set[str]) -> list[dict]:
+    """Stage-1 rows of a perception set; its ids must not repeat the candidates' videos."""
+    if resolver is None:
+        raise ValueError(f"{captions_jsonl}: perception captions need their video folder (dataset.perception.videos)")
+    rows = []
+    for doc, text in sorted(formats.read_id_text_jsonl(captions_jsonl).items()):
+        if doc in corpus_ids:
+            raise ValueError(f"{captions_jsonl}: perception video {doc!r} is also a candidate video; use other ids")
+        if not text.strip():
+            raise ValueError(f"{captions_jsonl}: perception video {doc!r} has an empty caption")
+        try:
+            path = resolver.resolve(doc)
+        except VideoError as error:
+            raise ValueError(f"{captions_jsonl}: perception video {doc!r}: {error.reason}") from error
+        rows.append({"doc_id": doc, "videos": [str(path)], "caption": text.strip(), "caption_source": "perception"})
+    log.info("perception set: %d captioned videos join stage 1's training split", len(rows))
+    return rows
 
 
 def render_report(report: dict) -> str:

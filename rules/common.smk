@@ -153,7 +153,26 @@ def training_data_inputs(wildcards):
               "captions": "results/captions/captions.jsonl"}
     if config["training_data"]["stage1_captions"] == "reference":
         inputs["stage1_captions"] = reference_captions()
+    if perception_source():
+        inputs["perception_captions"] = perception_source()["captions"]
+        if SYNTHETIC:
+            inputs["perception_videos"] = perception_source()["dir"]
     return inputs
+
+
+def perception_source():
+    """The stage-1 perception set as {captions, dir, layout, index}, or None."""
+    if SYNTHETIC:
+        if not DATASET["synthetic"]["n_perception_videos"]:
+            return None
+        return {"captions": f"{BENCHMARK}/perception/captions_reference.jsonl", "dir": f"{BENCHMARK}/perception/videos",
+                "layout": "flat", "index": None}
+    perception = DATASET["perception"]
+    if bool(perception["captions"]) != bool(perception["videos"]):
+        raise ValueError("dataset.perception needs both captions and videos, or neither")
+    if not perception["captions"]:
+        return None
+    return {"captions": perception["captions"], "dir": perception["videos"], "layout": "flat", "index": None}
 
 
 def rerank_inputs(wildcards):

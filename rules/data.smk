@@ -12,6 +12,9 @@ rule synthetic_benchmark:
         transcripts=f"{BENCHMARK}/transcripts.jsonl",
         attributes=f"{BENCHMARK}/videos.jsonl",
         summary=f"{BENCHMARK}/summary.json",
+        perception_videos=directory(f"{BENCHMARK}/perception/videos"),
+        perception_captions=f"{BENCHMARK}/perception/captions_reference.jsonl",
+        perception_attributes=f"{BENCHMARK}/perception/videos.jsonl",
     params:
         settings=DATASET["synthetic"],
     log:

@@ -15,6 +15,7 @@ rule training_data:
         settings=config["training_data"],
         seed=config["seed"],
         videos=video_source,
+        perception=perception_source(),
     log:
         "results/logs/training_data.log",
     conda:

@@ -9,4 +9,5 @@ with logs.to_file(snakemake.log[0]):
         pipeline.resolver(snakemake.params.videos), Path(snakemake.output.train).parent, settings["depth"],
         settings["eval_fraction"], snakemake.params.seed, settings["stage1_captions"],
         stage1_captions=inputs.get("stage1_captions"), positive_grade=settings["positive_grade"],
-        random_judged=settings["random_judged"])
+        random_judged=settings["random_judged"], perception_captions=inputs.get("perception_captions"),
+        perception_videos=pipeline.resolver(snakemake.params.perception) if snakemake.params.perception else None)

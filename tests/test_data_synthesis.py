@@ -1,6 +1,7 @@
 """Captions and teacher CLIs on the tiny models, resumption after a kill, the training JSONL."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,3 +196,36 @@ def test_random_judged_candidates_are_seeded_and_outside_the_top(world, tmp_path
         assert docs[:3] == top and len(docs) == 5 and len(set(docs)) == 5
         assert all(d not in top and d in qrels[qid] for d in docs[3:])
     assert "+ 2 random judged" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_perception_set_joins_stage1_training_only(world, tmp_path):
+    bench, root = world["bench"], world["root"]
+    formats.write_jsonl(tmp_path / "teacher.jsonl", [])
+    perception = tmp_path / "perception"
+    (perception / "videos").mkdir(parents=True)
+    for i, source in enumerate(sorted((bench / "videos").iterdir())[:3]):
+        shutil.copy(source, perception / "videos" / f"p{i}.mp4")
+    formats.write_jsonl(perception / "captions.jsonl", [{"doc_id": f"p{i}", "text": f"caption {i}"} for i in range(3)])
+    args = (bench / "queries_train.tsv", bench / "qrels.txt", root / "train.json", tmp_path / "teacher.jsonl",
+            bench / "transcripts.jsonl", bench / "captions_reference.jsonl", VideoResolver(bench / "videos"))
+    kwargs = dict(depth=4, eval_fraction=0.2, seed=1, caption_source="reference")
+    plain = training_data.build(*args, tmp_path / "plain", **kwargs)
+    report = training_data.build(*args, tmp_path / "out", **kwargs, perception_captions=perception / "captions.jsonl",
+                                 perception_videos=VideoResolver(perception / "videos"))
+    rows = formats.read_jsonl(tmp_path / "out/stage1_train.jsonl")
+    assert rows[:-3] == formats.read_jsonl(tmp_path / "plain/stage1_train.jsonl")
+    assert [(r["doc_id"], r["caption"], r["caption_source"]) for r in rows[-3:]] == \
+        [(f"p{i}", f"caption {i}", "perception") for i in range(3)]
+    assert all(os.path.exists(r["videos"][0]) for r in rows)
+    assert formats.read_jsonl(tmp_path / "out/stage1_eval.jsonl") == formats.read_jsonl(tmp_path / "plain/stage1_eval.jsonl")
+    assert formats.read_jsonl(tmp_path / "out/train.jsonl") == formats.read_jsonl(tmp_path / "plain/train.jsonl")
+    assert report["splits"]["train"]["stage1_videos"] == plain["splits"]["train"]["stage1_videos"] + 3
+
+    (perception / "videos" / "p1.mp4").unlink()
+    with pytest.raises(ValueError, match=r"captions.jsonl: perception video 'p1': missing file"):
+        training_data.build(*args, tmp_path / "bad", **kwargs, perception_captions=perception / "captions.jsonl",
+                            perception_videos=VideoResolver(perception / "videos"))
+    formats.write_jsonl(perception / "clash.jsonl", [{"doc_id": rows[0]["doc_id"], "text": "x"}])
+    with pytest.raises(ValueError, match=rf"clash.jsonl: perception video '{rows[0]['doc_id']}' is also a candidate"):
+        training_data.build(*args, tmp_path / "bad", **kwargs, perception_captions=perception / "clash.jsonl",
+                            perception_videos=VideoResolver(perception / "videos"))

@@ -23,8 +23,25 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     generate(SyntheticConfig.from_dict(SMALL), tmp_path / "b")
     generate(SyntheticConfig.from_dict({**SMALL, "seed": 99}), tmp_path / "c")
     a, b, c = digests(tmp_path / "a"), digests(tmp_path / "b"), digests(tmp_path / "c")
-    assert len(a) == 24 + 7 and a == b
+    assert len(a) == 24 + 7 + 2 and a == b  # + the (empty) perception set's two JSONL files
     assert a["videos/v0001.mp4"] != c["videos/v0001.mp4"] and a["qrels.txt"] != c["qrels.txt"]
+
+
+def test_perception_set_adds_captioned_videos_and_changes_no_corpus_byte(tmp_path):
+    generate(SyntheticConfig.from_dict(SMALL), tmp_path / "a")
+    summary = generate(SyntheticConfig.from_dict({**SMALL, "n_perception_videos": 10}), tmp_path / "b")
+    a, b = digests(tmp_path / "a"), digests(tmp_path / "b")
+    assert {k: v for k, v in b.items() if not k.startswith("perception/") and k != "summary.json"} == \
+        {k: v for k, v in a.items() if not k.startswith("perception/") and k != "summary.json"}
+    assert summary["n_perception_videos"] == 10
+    captions = formats.read_id_text_jsonl(tmp_path / "b/perception/captions_reference.jsonl")
+    assert sorted(captions) == [f"p{i:04d}" for i in range(1, 11)]
+    assert sorted(p.name for p in (tmp_path / "b/perception/videos").iterdir()) == [f"{v}.mp4" for v in sorted(captions)]
+    qrels = formats.read_qrels(tmp_path / "b/qrels.txt")
+    assert not any(doc in captions for judged in qrels.values() for doc in judged), "no perception video is judged"
+    attributes = formats.read_jsonl(tmp_path / "b/perception/videos.jsonl")
+    assert len({tuple(r[a] for a in ATTRIBUTES) for r in attributes}) > 5, "drawn like the corpus, not one kind"
+    assert all(r["colour"] in captions[r["doc_id"]] for r in attributes)
 
 
 def test_videos_decode_as_h264_with_the_configured_shape(tmp_path):

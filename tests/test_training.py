@@ -74,9 +74,54 @@ def test_stage2_learns_resumes_and_reloads_exactly(data, tmp_path):
         reloaded = AutoModelForImageTextToText.from_pretrained(out).eval()
         from_disk = train_reranker.answer_scores(reloaded, batch, yes, no)
     assert torch.allclose(in_memory, from_disk, atol=1e-6, rtol=0), (in_memory, from_disk)
+    # and the rerank backend reads the same number: answer_tokens "auto" is "single" for this folder
+    from rankvideo.backends.hf import HFBackend
+    from rankvideo.rerank import resolve_answer_tokens
+    from rankvideo.video import load_video
+
+    assert resolve_answer_tokens(str(out), "auto") == "single"
+    assert resolve_answer_tokens(data["model"], "auto") == "variants"
+    backend = HFBackend(str(out), device="cpu", answer_tokens="single")
+    served = [backend.score_video(load_video(r["videos"][0], settings.video()), [r["query"]])[0]["logit_delta"]
+              for r in records]
+    assert torch.allclose(in_memory, torch.tensor(served), atol=1e-4, rtol=0), (in_memory, served)
+    # every token that decodes to yes / no (the reference's inference) reads a diluted, other number
+    variants = HFBackend(str(out), device="cpu", answer_tokens="variants")
+    assert len(variants.yes_ids) > 1
     # the folder records the prompt it was trained with; the rerank step reads it (and warns on a mismatch)
     from rankvideo.rerank import trained_prompt_variant
     assert trained_prompt_variant(str(out)) == "default" and trained_prompt_variant(data["model"]) is None
+
+
+def test_checkpoints_of_another_run_are_not_resumed(data, tmp_path, caplog):
+    from safetensors.torch import load_file
+
+    from rankvideo import train_reranker
+
+    out, checkpoints = tmp_path / "stage2", tmp_path / "stage2.checkpoints"
+    settings = TrainSettings(finetune="full", lr=1e-3, batch_size=2, max_steps=4, save_steps=2,
+                             **{k: v for k, v in SMALL.items() if k != "save_steps"})
+    weights = LossWeights(lambda_distill=0.0)
+    train_reranker.train(data["model"], data["data"] / "train.jsonl", None, out, settings, weights)
+    first = load_file(out / "model.safetensors")
+    # the same run again (say the output folder was lost): it resumes from its last checkpoint
+    with caplog.at_level("INFO"):
+        train_reranker.train(data["model"], data["data"] / "train.jsonl", None, out, settings, weights)
+    assert "resuming from" in caplog.text and "another run" not in caplog.text
+    assert all(torch.equal(v, load_file(out / "model.safetensors")[k]) for k, v in first.items())
+    # another learning rate or loss weight: the old checkpoints are not this run's; it starts over
+    for changed, expected in ((dict(settings=TrainSettings(**{**settings.__dict__, "lr": 5e-4})), "settings.lr"),
+                              (dict(weights=LossWeights(lambda_distill=0.0, lambda_point=0.5)),
+                               "extra.loss_weights.lambda_point, settings.lr")):  # against the lr=5e-4 run
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            trainer = train_reranker.train(data["model"], data["data"] / "train.jsonl", None, out,
+                                           changed.get("settings", settings), changed.get("weights", weights))
+        assert f"holds checkpoints of another run (it differs in {expected})" in caplog.text, caplog.text
+        assert "resuming from" not in caplog.text
+        assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [1, 2, 3, 4]
+        assert not torch.equal(first["lm_head.weight"], load_file(out / "model.safetensors")["lm_head.weight"])
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4", "run.json"]
 
 
 def test_stage2_evaluates_its_loss_at_checkpoints(data, tmp_path):
@@ -103,6 +148,21 @@ def test_lora_adapters_are_merged_into_the_output(data, tmp_path):
     from rankvideo.backends.hf import HFBackend
 
     assert HFBackend(str(tmp_path / "lora")).model_name == "lora"
+
+
+def test_freeze_vision_trains_all_but_the_vision_encoder(data, tmp_path):
+    from safetensors.torch import load_file
+
+    from rankvideo import train_reranker
+
+    settings = TrainSettings(finetune="full", freeze_vision=True, lr=1e-3, batch_size=2, max_steps=3, **SMALL)
+    train_reranker.train(data["model"], data["data"] / "train.jsonl", None, tmp_path / "frozen", settings,
+                         LossWeights(lambda_distill=0.0))
+    before, after = load_file(f"{data['model']}/model.safetensors"), load_file(tmp_path / "frozen" / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    vision = {k for k in before if ".visual." in k and "merger" not in k}
+    assert vision and not vision & changed, sorted(vision & changed)
+    assert any("merger" in k for k in changed) and any("language_model.layers" in k for k in changed)
 
 
 def test_qlora_on_cpu_is_a_clear_error(data):

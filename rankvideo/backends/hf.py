@@ -29,6 +29,9 @@ VISION_END = "<|vision_end|>"
 class HFBackend:
     """Qwen3-VL reranker on transformers.
 
+    ``answer_tokens`` (``variants`` | ``single``): the yes/no ids whose log-probabilities a score
+    sums (:data:`rankvideo.prompts.ANSWER_TOKENS`).
+
     Speed options (each can be switched off, e.g. to time against the stock code paths in
     ``benchmarks/score_per_video.py``; none changes a score beyond float rounding):
 
@@ -62,14 +65,15 @@ class HFBackend:
                  query_batch_size: int = 16, local_files_only: bool | None = None, trust_remote_code: bool = False,
                  allow_pickle_weights: bool = False, attn_implementation: str | None = None,
                  suffixes: str = "merged", vision_attention: str = "batched", processor_device: str | None = None,
-                 compile: bool | None = None, cudnn_attention: bool | None = None):
+                 compile: bool | None = None, cudnn_attention: bool | None = None, answer_tokens: str = "variants"):
         options = models.LoadOptions(cache_dir=cache_dir, local_files_only=local_files_only,
                                      trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
         vlm, processor = models.load_vlm(model, options, device=device, dtype=dtype,
                                          attn_implementation=attn_implementation)
         self._setup(vlm, processor, models.model_name(model), prompt_variant=prompt_variant, mode=mode,
                     query_batch_size=query_batch_size, suffixes=suffixes, vision_attention=vision_attention,
-                    processor_device=processor_device, compile=compile, cudnn_attention=cudnn_attention)
+                    processor_device=processor_device, compile=compile, cudnn_attention=cudnn_attention,
+                    answer_tokens=answer_tokens)
 
     @classmethod
     def from_model(cls, model, processor, model_name: str = "model", **options) -> "HFBackend":
@@ -81,7 +85,8 @@ class HFBackend:
     def _setup(self, model, processor, model_name: str, *, prompt_variant: str = "default",
                mode: str = "shared_prefix", query_batch_size: int = 16, suffixes: str = "merged",
                vision_attention: str = "batched", processor_device: str | None = None,
-               compile: bool | None = None, cudnn_attention: bool | None = None) -> None:
+               compile: bool | None = None, cudnn_attention: bool | None = None,
+               answer_tokens: str = "variants") -> None:
         import torch
 
         if mode not in ("shared_prefix", "per_pair"):
@@ -105,7 +110,7 @@ class HFBackend:
         self.compile = cuda if compile is None else bool(compile)
         self.cudnn_attention = cudnn_attention
         tokenizer = self.processor.tokenizer
-        yes, no = prompts.answer_token_ids(tokenizer)
+        yes, no = prompts.answer_token_ids(tokenizer, answer_tokens)
         self.yes_ids = torch.tensor(yes, device=self.device)
         self.no_ids = torch.tensor(no, device=self.device)
         self._cache_kw = _cache_keyword(self.model.model.language_model.forward)

@@ -125,7 +125,8 @@ class _Engine:
                  local_files_only: bool | None = None, trust_remote_code: bool = False, seed: int = 0,
                  allow_pickle_weights: bool = False, enforce_eager: bool = False, block_size: int | None = None,
                  max_num_seqs: int | None = None, in_process: bool | None = None, vllm_cache_root: str | None = None,
-                 kv_cache_space_gib: int | None = None, engine_kwargs: dict | None = None):
+                 kv_cache_space_gib: int | None = None, engine_kwargs: dict | None = None,
+                 answer_tokens: str = "variants"):
         configure_environment(vllm_cache_root, kv_cache_space_gib)
         options = models.LoadOptions(cache_dir=cache_dir, local_files_only=local_files_only,
                                      trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
@@ -141,7 +142,7 @@ class _Engine:
 
             self.processor = None
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, **options.kwargs())
-        self.yes_ids, self.no_ids = prompts.answer_token_ids(self.tokenizer)
+        self.yes_ids, self.no_ids = prompts.answer_token_ids(self.tokenizer, answer_tokens)
         self.answer_ids = sorted(set(self.yes_ids) | set(self.no_ids))
 
         import vllm
@@ -232,7 +233,7 @@ class VLLMBackend:
         """``engine_options``: those of the engine (cache_dir, dtype, gpu_memory_utilization,
         tensor_parallel_size, max_model_len, local_files_only, trust_remote_code, seed,
         allow_pickle_weights, enforce_eager, block_size, max_num_seqs, in_process, vllm_cache_root,
-        kv_cache_space_gib, engine_kwargs)."""
+        kv_cache_space_gib, engine_kwargs, answer_tokens)."""
         self.prompt = prompts.rerank_prompt(prompt_variant)
         self._engine = _Engine(model, multimodal=True, **engine_options)
         self.model_name = self._engine.model_name

@@ -40,6 +40,7 @@ class TrainSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     gradient_checkpointing: bool = True
+    freeze_vision: bool = False  # full fine-tuning: keep the vision encoder (not its mergers) fixed
     bf16: bool | None = None  # None: on GPU
     seed: int = 42
     fps: float = 2.0
@@ -109,7 +110,25 @@ def prepare_model(model_path: str, settings: TrainSettings, options: models.Load
                             modules_to_save=[m for m in PROJECTOR_MODULES if m in names] or None, task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
         model.print_trainable_parameters()
+    elif settings.freeze_vision:
+        frozen = freeze_vision_encoder(model)
+        log.info("vision encoder frozen: %d parameters fixed, %d trained", frozen,
+                 sum(p.numel() for p in model.parameters() if p.requires_grad))
     return model, processor
+
+
+def freeze_vision_encoder(model) -> int:
+    """Stop gradients into the vision encoder (patch embedding, position embedding, blocks); the
+    mergers that project into the language model stay trainable, as LoRA's projector modules do.
+    Returns the number of parameters frozen."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if ".visual." in f".{name}" and not any(m in name for m in PROJECTOR_MODULES):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    if not frozen:
+        raise ValueError("freeze_vision: the model has no parameters under a 'visual' module")
+    return frozen
 
 
 def training_arguments(settings: TrainSettings, checkpoint_dir: Path, **overrides):
@@ -242,13 +261,83 @@ def finalize(model, processor, output_dir, stage: str, base_model: str, settings
     return model
 
 
+#: settings that change no weight: a run that differs only in these may resume
+_COSMETIC = ("max_steps", "epochs", "logging_steps", "save_steps", "save_total_limit", "dataloader_workers",
+             "torch_threads", "extra")
+
+
+def model_identity(path: str) -> dict:
+    """What identifies the starting weights cheaply: a local folder's file names, sizes and
+    modification times (a retrained stage 1 in the same folder differs), else the hub id."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {"model": path}
+    files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in folder.rglob("*") if p.is_file())
+    return {"model": path, "files": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
+
+
+def run_fingerprint(stage: str, base_model: str, settings: TrainSettings, data_files: dict, extra: dict | None) -> dict:
+    return {"stage": stage, **model_identity(base_model),
+            "data": {name: file_sha256(p) for name, p in data_files.items() if p},
+            "settings": {k: v for k, v in asdict(settings).items() if k not in _COSMETIC}, "extra": extra or {}}
+
+
+def resumable_checkpoint(checkpoints: Path, fingerprint: dict, max_steps: int, is_main: bool) -> str | None:
+    """The newest checkpoint when it belongs to this run; else None, and the main process removes
+    the stale ones. ``run.json`` beside the checkpoints records what run they belong to: the same
+    starting model, data, losses and settings (the step budget may grow: a longer run continues)."""
+    import shutil
+
+    checkpoints = Path(checkpoints)
+    resume, remove_stale = last_checkpoint(checkpoints), False
+    record = checkpoints / "run.json"
+    previous = json.loads(record.read_text()) if record.is_file() else None
+    if resume:
+        step = int(Path(resume).name.split("-")[-1])
+        differs = _differences(previous or {}, fingerprint)
+        if previous is None or differs or 0 < max_steps < step:
+            reason = ("it has no run.json" if previous is None else f"it differs in {', '.join(differs)}" if differs
+                      else f"step {step} is past max_steps {max_steps}")
+            log.warning("%s holds checkpoints of another run (%s): starting from the beginning", checkpoints, reason)
+            resume, remove_stale = None, True
+        else:
+            log.info("resuming from %s", resume)
+    _barrier()  # every rank has read run.json and the checkpoints before the main process changes them
+    if is_main:
+        for stale in checkpoints.glob("checkpoint-*") if remove_stale else ():
+            shutil.rmtree(stale)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        formats.write_json(record, fingerprint)
+    return resume
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two fingerprints."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(prefix + key)
+    return out
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str, base_model: str,
                    settings: TrainSettings, data_files: dict, extra: dict | None = None) -> None:
-    """Train (resuming from the newest checkpoint if an earlier run was interrupted); rank 0 then
-    saves the final folder (:func:`finalize`) and the trainer's model becomes the saved one."""
-    resume = last_checkpoint(checkpoints)
-    if resume:
-        log.info("resuming from %s", resume)
+    """Train (resuming from the newest checkpoint of the same run if an earlier one was
+    interrupted, see :func:`resumable_checkpoint`); rank 0 then saves the final folder
+    (:func:`finalize`) and the trainer's model becomes the saved one."""
+    fingerprint = run_fingerprint(stage, base_model, settings, data_files, extra)
+    resume = resumable_checkpoint(checkpoints, fingerprint, settings.max_steps, trainer.is_world_process_zero())
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
         trainer.model = finalize(trainer.model, processor, output_dir, stage, base_model, settings, data_files,
