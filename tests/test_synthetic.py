@@ -126,3 +126,17 @@ def test_default_calibration_bm25_on_transcripts(tmp_path):
     recall = np.mean([r[f"recall_{depth}"] for r in results.values()])
     assert 0.35 <= ndcg <= 0.6, ndcg
     assert recall >= 0.8, recall
+
+
+def test_caption_probe_reads_every_attribute_back_from_reference_captions():
+    import itertools
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from caption_probe import read_attributes
+    from rankvideo.synthetic import BACKGROUNDS, COLOURS, COUNTS, MOTIONS, SHAPES, reference_caption
+
+    for count, colour, shape, motion, background in itertools.product(COUNTS, COLOURS, SHAPES, MOTIONS, BACKGROUNDS):
+        video = Video("v", count=count, colour=colour, shape=shape, motion=motion, background=background)
+        assert read_attributes("<think>" + reference_caption(video) + "</think>") == video.attributes()
+    assert read_attributes("a red blue square")["colour"] is None  # two colours named: not read
