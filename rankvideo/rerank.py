@@ -325,14 +325,16 @@ def trained_prompt_variant(model: str) -> str | None:
     return training_record(model).get("prompt_variant")
 
 
-def resolve_answer_tokens(model: str, answer_tokens: str) -> str:
+def resolve_answer_tokens(model: str, answer_tokens: str, record: dict | None = None) -> str:
     """``auto``: ``single`` for a stage-2 folder of this project (the ids it was trained to move),
-    ``variants`` (the reference's inference) for any other model; else ``answer_tokens``."""
+    ``variants`` (the reference's inference) for any other model; else ``answer_tokens``.
+    ``record``: the folder's training record when the caller has read it already."""
     if answer_tokens not in prompts.ANSWER_TOKENS:
         raise ValueError(f"answer_tokens must be one of {', '.join(prompts.ANSWER_TOKENS)}, not {answer_tokens!r}")
     if answer_tokens != "auto":
         return answer_tokens
-    return "single" if training_record(model).get("stage") == "stage2" else "variants"
+    record = training_record(model) if record is None else record
+    return "single" if record.get("stage") == "stage2" else "variants"
 
 
 def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
@@ -343,11 +345,12 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     from . import backends, models
 
     model_name = model_name or models.model_name(model)
-    trained_with = trained_prompt_variant(model)
+    record = training_record(model)
+    trained_with = record.get("prompt_variant")
     if trained_with and trained_with != prompt_variant:
         log.warning("%s was trained with the prompt variant %r; scoring it with %r reads the answer where it "
                     "was not trained to put it", model, trained_with, prompt_variant)
-    answer_tokens = resolve_answer_tokens(model, answer_tokens)
+    answer_tokens = resolve_answer_tokens(model, answer_tokens, record)
     run_info = {"model": model_fingerprint(model), "model_name": model_name, "backend": backend,
                 "prompt_variant": prompt_variant, "answer_tokens": answer_tokens, "video": settings.to_dict(),
                 "code_version": code_version()}

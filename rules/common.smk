@@ -153,10 +153,11 @@ def training_data_inputs(wildcards):
               "captions": "results/captions/captions.jsonl"}
     if config["training_data"]["stage1_captions"] == "reference":
         inputs["stage1_captions"] = reference_captions()
-    if perception_source():
-        inputs["perception_captions"] = perception_source()["captions"]
+    perception = perception_source()
+    if perception:
+        inputs["perception_captions"] = perception["captions"]
         if SYNTHETIC:
-            inputs["perception_videos"] = perception_source()["dir"]
+            inputs["perception_videos"] = perception["dir"]
     return inputs
 
 
