@@ -23,7 +23,7 @@ from typing import Sequence
 
 from . import logs, models, prompts
 from .training import common
-from .training.losses import LossWeights, reranker_loss
+from .training.losses import CONFIG_KEYS, LossWeights, reranker_loss
 from .training.sampler import GroupBatchSampler
 from .training_data import is_positive
 from .video import VideoSettings
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-variant", choices=list(prompts.RERANK_VARIANTS), default="default",
                         help="the prompt to train with; score the model with the same one")
     defaults = LossWeights()
-    for name in ("tau_rank", "tau_distill", "tau_point", "lambda_distill", "lambda_point"):
+    for name in CONFIG_KEYS:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     return parser
 
@@ -209,8 +209,7 @@ def settings_from_args(args) -> common.TrainSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
-    weights = LossWeights(tau_rank=args.tau_rank, tau_distill=args.tau_distill, tau_point=args.tau_point,
-                          lambda_distill=args.lambda_distill, lambda_point=args.lambda_point)
+    weights = LossWeights(**{name: getattr(args, name) for name in CONFIG_KEYS})
     train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args), weights,
           num_negs=args.num_negs, prompt_variant=args.prompt_variant, options=models.LoadOptions(cache_dir=args.cache_dir))
     return 0

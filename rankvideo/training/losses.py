@@ -21,6 +21,10 @@ import torch
 import torch.nn.functional as F
 
 
+# the loss settings a ``train_stage2`` config section and the CLI carry
+CONFIG_KEYS = ("tau_rank", "tau_distill", "tau_point", "lambda_distill", "lambda_point")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     tau_rank: float = 10.0
@@ -35,8 +39,7 @@ class LossWeights:
     @classmethod
     def from_config(cls, section: dict) -> "LossWeights":
         """The loss keys of a ``train_stage2`` config section."""
-        names = ("tau_rank", "tau_distill", "tau_point", "lambda_distill", "lambda_point")
-        return cls(**{name: section[name] for name in names if name in section})
+        return cls(**{name: section[name] for name in CONFIG_KEYS if name in section})
 
 
 def _groups(group: torch.Tensor) -> list[torch.Tensor]:
