@@ -29,6 +29,29 @@ def auc(pos, neg) -> float:
     return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
+def attribute_aucs(reranker, videos: dict, loaded: dict) -> dict:
+    """{attribute: {"mean_auc", "per_value"}}: each single-attribute query ("something red") scored
+    against every video of ``loaded`` ({doc: LoadedVideo}); ``videos`` holds their attributes."""
+    from rankvideo import synthetic
+
+    values = {"count": synthetic.COUNTS, "colour": list(synthetic.COLOURS), "shape": synthetic.SHAPES,
+              "motion": list(synthetic.MOTIONS), "background": synthetic.BACKGROUNDS}
+    probes = [(attr, value) for attr, vals in values.items() for value in vals]
+    texts = [synthetic.describe({attr: value}) for attr, value in probes]
+    scores = {doc: [s["logit_delta"] for s in reranker.score_video(frames, texts)] for doc, frames in loaded.items()}
+    result = {}
+    for attr in values:
+        per_value = {}
+        for i, (a, value) in enumerate(probes):
+            if a != attr:
+                continue
+            pos = [scores[d][i] for d in loaded if videos[d][attr] == value]
+            neg = [scores[d][i] for d in loaded if videos[d][attr] != value]
+            per_value[str(value)] = auc(pos, neg)
+        result[attr] = {"mean_auc": float(np.nanmean(list(per_value.values()))), "per_value": per_value}
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=".", help="the pipeline's root (holds results/ and config/)")
@@ -40,7 +63,7 @@ def main(argv=None) -> int:
     import torch
     import yaml
 
-    from rankvideo import VLMReranker, formats, synthetic
+    from rankvideo import VLMReranker, formats
     from rankvideo.video import VideoSettings, load_video
 
     torch.manual_seed(0)
@@ -53,22 +76,7 @@ def main(argv=None) -> int:
     videos = {v["doc_id"]: v for v in formats.read_jsonl(bench / "videos.jsonl")}
     loaded = {doc: load_video(str(bench / "videos" / f"{doc}.mp4"), settings) for doc in videos}
 
-    values = {"count": synthetic.COUNTS, "colour": list(synthetic.COLOURS), "shape": synthetic.SHAPES,
-              "motion": list(synthetic.MOTIONS), "background": synthetic.BACKGROUNDS}
-    probes = [(attr, value) for attr, vals in values.items() for value in vals]
-    texts = [synthetic.describe({attr: value}) for attr, value in probes]
-    scores = {doc: [s["logit_delta"] for s in reranker.score_video(frames, texts)]
-              for doc, frames in loaded.items()}
-    result: dict = {"model": args.model, "attributes": {}, "training_data": {}}
-    for attr in values:
-        per_value = {}
-        for i, (a, value) in enumerate(probes):
-            if a != attr:
-                continue
-            pos = [scores[d][i] for d in videos if videos[d][attr] == value]
-            neg = [scores[d][i] for d in videos if videos[d][attr] != value]
-            per_value[str(value)] = auc(pos, neg)
-        result["attributes"][attr] = {"mean_auc": float(np.nanmean(list(per_value.values()))), "per_value": per_value}
+    result: dict = {"model": args.model, "attributes": attribute_aucs(reranker, videos, loaded), "training_data": {}}
 
     for split in ("train", "eval"):
         path = root / "results" / "training_data" / f"{split}.jsonl"

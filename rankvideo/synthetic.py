@@ -361,6 +361,17 @@ def _write_reference(folder: Path, videos: list[Video]) -> None:
                          for v in videos])
 
 
+def render_set(cfg: SyntheticConfig, seed: np.random.SeedSequence, n: int, folder: Path, prefix: str) -> list[Video]:
+    """``n`` more videos drawn and rendered like the corpus's, outside any query: ``folder/videos/``,
+    ``videos.jsonl`` and ``captions_reference.jsonl`` (the perception set; benchmarks' probe sets)."""
+    catalogue, pixels = seed.spawn(2)
+    videos = draw_videos(cfg, np.random.default_rng(catalogue), n, prefix=prefix)
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    _render_all(videos, cfg, pixels, folder / "videos", f"render {folder.name} videos")
+    _write_reference(folder, videos)
+    return videos
+
+
 def generate(cfg: SyntheticConfig, output_dir: str | Path) -> dict:
     """Write the benchmark under ``output_dir``; returns a summary (also written as summary.json).
 
@@ -380,11 +391,7 @@ def generate(cfg: SyntheticConfig, output_dir: str | Path) -> dict:
     asr_rng = np.random.default_rng(asr_seed)
     _render_all(videos, cfg, pixel_seed, out / "videos", "render videos")
     _write_reference(out, videos)
-    perception_catalogue, perception_pixels = perception_seed.spawn(2)
-    perception = draw_videos(cfg, np.random.default_rng(perception_catalogue), cfg.n_perception_videos, prefix="p")
-    (out / "perception" / "videos").mkdir(parents=True, exist_ok=True)
-    _render_all(perception, cfg, perception_pixels, out / "perception" / "videos", "render perception videos")
-    _write_reference(out / "perception", perception)
+    perception = render_set(cfg, perception_seed, cfg.n_perception_videos, out / "perception", prefix="p")
     formats.write_jsonl(out / "transcripts.jsonl",
                         [{"doc_id": v.video_id, "text": transcript(asr_rng, v, cfg), "meta": {"source": "synthetic-asr"}}
                          for v in videos])

@@ -140,3 +140,30 @@ def test_caption_probe_reads_every_attribute_back_from_reference_captions():
         video = Video("v", count=count, colour=colour, shape=shape, motion=motion, background=background)
         assert read_attributes("<think>" + reference_caption(video) + "</think>") == video.attributes()
     assert read_attributes("a red blue square")["colour"] is None  # two colours named: not read
+
+
+def test_grounding_probe_groups_name_one_attribute_the_positive_has_and_the_negatives_lack(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from grounding_probe import build_groups
+    from rankvideo.synthetic import describe, render_set
+
+    cfg = SyntheticConfig.from_dict({"n_videos": 4})
+    videos = [v.attributes() | {"doc_id": v.video_id}
+              for v in render_set(cfg, np.random.SeedSequence(3), 30, tmp_path / "probe", prefix="g")]
+    assert sorted(p.name for p in (tmp_path / "probe" / "videos").iterdir())[:2] == ["g0001.mp4", "g0002.mp4"]
+    records = build_groups(videos, ["colour", "count"], 20, 3, seed=0, video_path=lambda d: f"{d}.mp4")
+    assert records == build_groups(videos, ["colour", "count"], 20, 3, seed=0, video_path=lambda d: f"{d}.mp4")
+    by_id = {v["doc_id"]: v for v in videos}
+    groups: dict = {}
+    for r in records:
+        groups.setdefault(r["query_id"], []).append(r)
+    assert len(groups) == 20
+    for group in groups.values():
+        assert [r["positive"] for r in group] == [True, False, False, False]
+        (positive,), negatives = group[:1], group[1:]
+        attr = next(a for a in ("colour", "count") if describe({a: by_id[positive["doc_id"]][a]}) == positive["query"])
+        value = by_id[positive["doc_id"]][attr]
+        assert all(by_id[n["doc_id"]][attr] != value for n in negatives)
+        assert len({r["query"] for r in group}) == 1 and positive["videos"] == [f"{positive['doc_id']}.mp4"]
