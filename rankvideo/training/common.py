@@ -239,11 +239,11 @@ def git_commit() -> str | None:
 
 
 def finalize(model, processor, output_dir, stage: str, base_model: str, settings: TrainSettings, data_files: dict,
-             history: list[dict], extra: dict | None = None):
+             history: list[dict], extra: dict | None = None, data_hashes: dict | None = None):
     """Save a folder that the rerank rule and VLMReranker load directly: LoRA adapters merged into
     the weights, processor beside them, and ``rankvideo_training.json`` recording config, data
-    hashes and code version; ``loss_history.json`` holds the Trainer's log. Returns the saved
-    (merged) model."""
+    hashes (``data_hashes`` if the caller has them, {name: sha256}) and code version;
+    ``loss_history.json`` holds the Trainer's log. Returns the saved (merged) model."""
     from ..rerank import code_version
 
     output_dir = Path(output_dir)
@@ -252,7 +252,8 @@ def finalize(model, processor, output_dir, stage: str, base_model: str, settings
     model.save_pretrained(output_dir, safe_serialization=True)
     processor.save_pretrained(output_dir)
     record = {"stage": stage, "base_model": base_model, "settings": asdict(settings),
-              "data": {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in data_files.items() if p},
+              "data": {name: {"path": str(p), "sha256": (data_hashes or {}).get(name) or file_sha256(p)}
+                       for name, p in data_files.items() if p},
               "code_version": code_version(), "git_commit": git_commit(), "merged_adapters": settings.finetune != "full",
               **(extra or {})}
     formats.write_json(output_dir / RECORD, record)
@@ -341,7 +342,7 @@ def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
         trainer.model = finalize(trainer.model, processor, output_dir, stage, base_model, settings, data_files,
-                                 trainer.state.log_history, extra)
+                                 trainer.state.log_history, extra, data_hashes=fingerprint["data"])
 
 
 def read_records(path, required: tuple[str, ...], allow_empty: bool = False) -> list[dict[str, Any]]:
