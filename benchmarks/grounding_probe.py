@@ -21,6 +21,7 @@ over the video tokens, per language-model layer (0 = the input embeddings).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -147,7 +148,8 @@ def main(argv=None) -> int:
         loaded_all = {**loaded, **{v["doc_id"]: load_video(str(video_path(v["doc_id"])), settings.video()) for v in sample}}
         result["linear_probe"] = linear_probe(model, videos, {v["doc_id"] for v in sample}, loaded_all, prompt_variant)
 
-    run = out / f"{'-'.join(attributes)}-{args.steps}"
+    tag = hashlib.sha256(str(Path(model).resolve()).encode()).hexdigest()[:8]  # one run folder per starting model
+    run = out / f"{Path(model).name}-{tag}-{'-'.join(attributes)}-{args.steps}"
     data = run.with_suffix(".jsonl")
     formats.write_jsonl(data, build_groups(train_videos, attributes, args.groups, args.negatives, args.seed, video_path))
     torch.manual_seed(args.seed)
