@@ -13,7 +13,7 @@ run's ``train_stage2`` settings, and reports, on the ``--held-out`` videos it ne
 AUC of every single-attribute query per attribute (as ``attribute_probe.py``; 0.5 = blind to it).
 
 ``--linear-probe`` first asks whether the starting model's hidden states already carry each attribute:
-a ridge read-out (trained on the training videos, accuracy on the held-out ones; chance 1/3 for count
+a ridge read-out (fit on 800 training videos, accuracy on the held-out ones; chance 1/3 for count
 and 1/4 for the rest) at the answer position of the reranking prompt and of the mean and the maximum
 over the video tokens, per language-model layer (0 = the input embeddings).
 """
