@@ -39,12 +39,14 @@ def build_groups(videos: list[dict], attributes: list[str], n_groups: int, negat
     from rankvideo import synthetic
 
     rng = random.Random(seed)
+    lacking = {(attr, value): [v for v in videos if v[attr] != value]  # the negatives' pool, per value
+               for attr in attributes for value in {v[attr] for v in videos}}
     records = []
     for i in range(n_groups):
         attr = rng.choice(attributes)
         positive = rng.choice(videos)
         query = synthetic.describe({attr: positive[attr]})
-        others = [v for v in videos if v[attr] != positive[attr]]
+        others = lacking[(attr, positive[attr])]
         for video, relevant in [(positive, True)] + [(v, False) for v in rng.sample(others, negatives)]:
             records.append({"query_id": f"g{i:05d}", "query": query, "doc_id": video["doc_id"],
                             "videos": [str(video_path(video["doc_id"]))], "true_label": 2 if relevant else 0,
