@@ -167,3 +167,25 @@ def test_grounding_probe_groups_name_one_attribute_the_positive_has_and_the_nega
         value = by_id[positive["doc_id"]][attr]
         assert all(by_id[n["doc_id"]][attr] != value for n in negatives)
         assert len({r["query"] for r in group}) == 1 and positive["videos"] == [f"{positive['doc_id']}.mp4"]
+
+
+def test_vision_probe_trains_the_tower_on_an_attribute_and_reports_held_out_accuracy(tmp_path):
+    import json
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from vision_probe import main
+    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.synthetic import render_set
+
+    model = build_tiny_vlm(tmp_path / "vlm", seed=2)
+    render_set(SyntheticConfig.from_dict({"n_videos": 4}), np.random.SeedSequence(5), 48, tmp_path / "set", prefix="g")
+    out = tmp_path / "colour.json"
+    assert main(["--model", str(model), "--videos", str(tmp_path / "set"), "--attribute", "colour", "--steps", "60",
+                 "--train", "40", "--held-out", "8", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["values"] == ["blue", "green", "red", "yellow"] and result["chance"] == 0.25
+    assert [row["step"] for row in result["curve"]] == [60]
+    assert result["curve"][-1]["held_out_accuracy"] >= 0.75  # colour is what the tower learns at once
+    with pytest.raises(SystemExit):  # more videos asked for than the set holds
+        main(["--model", str(model), "--videos", str(tmp_path / "set"), "--train", "45", "--held-out", "8"])
