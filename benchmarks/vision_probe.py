@@ -1,7 +1,8 @@
 """Can a model's vision tower learn an attribute when trained on it directly?
 
     python benchmarks/vision_probe.py --model results/models/stage1 --videos DIR
-        [--attribute shape] [--steps 400] [--lr 1e-3] [--train 1200] [--held-out 200] [--output x.json]
+        [--attribute shape] [--steps 400] [--lr 1e-3] [--train 1200] [--held-out 200]
+        [--fps 4 --max-frames 8 --tokens-per-frame 4] [--output x.json]
 
 grounding_probe.py's read-out finds shape missing from the tiny model's features after caption
 training. This asks whether the vision tower can carry it at all: its merged output, averaged over
@@ -31,6 +32,9 @@ def main(argv=None) -> int:
     parser.add_argument("--train", type=int, default=1200)
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fps", type=float, default=4.0)
+    parser.add_argument("--max-frames", type=int, default=8)
+    parser.add_argument("--tokens-per-frame", type=int, default=4, help="4: the default benchmark's whole 64x64 frames")
     parser.add_argument("--output")
     args = parser.parse_args(argv)
 
@@ -52,7 +56,7 @@ def main(argv=None) -> int:
     tower = backend.model.model.visual.float().train()
     for p in tower.parameters():
         p.requires_grad_(True)
-    settings = VideoSettings.with_tokens(fps=4.0, max_frames=8, tokens_per_frame=4)
+    settings = VideoSettings.with_tokens(fps=args.fps, max_frames=args.max_frames, tokens_per_frame=args.tokens_per_frame)
     values = sorted({str(r[args.attribute]) for r in records})
     examples = []
     for r in records:
