@@ -19,7 +19,6 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
 
 
 def main(argv=None) -> int:
@@ -64,25 +63,28 @@ def main(argv=None) -> int:
         examples.append((inputs["pixel_values_videos"].float(), inputs["video_grid_thw"], values.index(str(r[args.attribute]))))
     train, held_out = examples[:args.train], examples[args.train:]
 
-    def features(example):
-        return tower(example[0], grid_thw=example[1]).pooler_output.mean(0)
+    def features(batch):
+        """One tower call for the whole batch; each clip's merged tokens averaged."""
+        grids = torch.cat([e[1] for e in batch])
+        merged = tower(torch.cat([e[0] for e in batch]), grid_thw=grids).pooler_output
+        sizes = (grids.prod(-1) // tower.spatial_merge_size ** 2).tolist()
+        return torch.stack([part.mean(0) for part in merged.split(sizes)])
 
-    with torch.no_grad():
-        head = torch.nn.Linear(features(train[0]).shape[-1], len(values))
+    head = torch.nn.Linear(tower.config.out_hidden_size, len(values))
     optimizer = torch.optim.AdamW(list(tower.parameters()) + list(head.parameters()), lr=args.lr)
 
     def accuracy():
         tower.eval()
         with torch.no_grad():
-            hits = [int(head(features(e)).argmax()) == e[2] for e in held_out]
+            hits = head(features(held_out)).argmax(-1) == torch.tensor([e[2] for e in held_out])
         tower.train()
-        return round(float(np.mean(hits)), 3)
+        return round(float(hits.float().mean()), 3)
 
     rng = random.Random(args.seed)
     curve = []
     for step in range(1, args.steps + 1):
         batch = rng.sample(train, 16)
-        logits = torch.stack([head(features(e)) for e in batch])
+        logits = head(features(batch))
         loss = torch.nn.functional.cross_entropy(logits, torch.tensor([e[2] for e in batch]))
         loss.backward()
         optimizer.step()
