@@ -63,20 +63,22 @@ def main(argv=None) -> int:
         examples.append((inputs["pixel_values_videos"].float(), inputs["video_grid_thw"], values.index(str(r[args.attribute]))))
     train, held_out = examples[:args.train], examples[args.train:]
 
+    device = next(tower.parameters()).device
+
     def features(batch):
         """One tower call for the whole batch; each clip's merged tokens averaged."""
-        grids = torch.cat([e[1] for e in batch])
-        merged = tower(torch.cat([e[0] for e in batch]), grid_thw=grids).pooler_output
+        grids = torch.cat([e[1] for e in batch]).to(device)
+        merged = tower(torch.cat([e[0] for e in batch]).to(device), grid_thw=grids).pooler_output
         sizes = (grids.prod(-1) // tower.spatial_merge_size ** 2).tolist()
         return torch.stack([part.mean(0) for part in merged.split(sizes)])
 
-    head = torch.nn.Linear(tower.config.out_hidden_size, len(values))
+    head = torch.nn.Linear(tower.config.out_hidden_size, len(values)).to(device)
     optimizer = torch.optim.AdamW(list(tower.parameters()) + list(head.parameters()), lr=args.lr)
 
     def accuracy():
         tower.eval()
         with torch.no_grad():
-            hits = head(features(held_out)).argmax(-1) == torch.tensor([e[2] for e in held_out])
+            hits = head(features(held_out)).argmax(-1) == torch.tensor([e[2] for e in held_out], device=device)
         tower.train()
         return round(float(hits.float().mean()), 3)
 
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     for step in range(1, args.steps + 1):
         batch = rng.sample(train, 16)
         logits = head(features(batch))
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([e[2] for e in batch]))
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([e[2] for e in batch], device=device))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
