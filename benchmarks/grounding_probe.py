@@ -24,7 +24,9 @@ import argparse
 import hashlib
 import json
 import random
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +94,27 @@ def linear_probe(model: str, videos: list[dict], train_ids: set, loaded: dict, p
     return result
 
 
+def probe_set(synthetic_settings: dict, seed: int, n: int, out: Path) -> Path:
+    """``out/videos-seed{seed}-n{n}``: ``n`` videos rendered with the run's benchmark settings and
+    ``seed``, rendered once. The set is rendered in a staging folder and moved into place, so that
+    probes started together never read a half-written set or clash over its temporary files."""
+    from rankvideo import synthetic
+
+    folder = out / f"videos-seed{seed}-n{n}"
+    if (folder / "videos.jsonl").exists():
+        return folder
+    cfg = synthetic.SyntheticConfig.from_dict({**synthetic_settings, "seed": seed})
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=out))
+    synthetic.render_set(cfg, np.random.SeedSequence(seed), n, staging, prefix="g")
+    try:
+        staging.rename(folder)
+    except OSError:
+        shutil.rmtree(staging)
+        if not (folder / "videos.jsonl").exists():
+            raise SystemExit(f"{folder} exists without videos.jsonl (an interrupted render?): remove it") from None
+    return folder
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=".", help="the pipeline's root (holds results/ and config/)")
@@ -129,10 +152,8 @@ def main(argv=None) -> int:
     root = Path(args.workdir)
     config = load_config(root / args.config)
     out = Path(args.output_dir)
-    folder = out / f"videos-seed{args.seed}-n{args.videos}"
-    if not (folder / "videos.jsonl").exists():
-        cfg = synthetic.SyntheticConfig.from_dict({**config["dataset"]["synthetic"], "seed": args.seed})
-        synthetic.render_set(cfg, np.random.SeedSequence(args.seed), args.videos, folder, prefix="g")
+    out.mkdir(parents=True, exist_ok=True)
+    folder = probe_set(config["dataset"]["synthetic"], args.seed, args.videos, out)
     videos = list(formats.read_jsonl(folder / "videos.jsonl"))
     train_videos, held_out = videos[:-args.held_out], videos[-args.held_out:]
     video_path = lambda doc: folder / "videos" / f"{doc}.mp4"  # noqa: E731

@@ -169,6 +169,24 @@ def test_grounding_probe_groups_name_one_attribute_the_positive_has_and_the_nega
         assert len({r["query"] for r in group}) == 1 and positive["videos"] == [f"{positive['doc_id']}.mp4"]
 
 
+def test_grounding_probe_renders_its_video_set_once_into_place(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from grounding_probe import probe_set
+
+    folder = probe_set({"n_videos": 4}, seed=5, n=3, out=tmp_path)
+    assert folder == tmp_path / "videos-seed5-n3"
+    assert sorted(p.name for p in (folder / "videos").iterdir()) == ["g0001.mp4", "g0002.mp4", "g0003.mp4"]
+    stamp = (folder / "videos.jsonl").stat().st_mtime_ns
+    assert probe_set({"n_videos": 4}, seed=5, n=3, out=tmp_path) == folder  # reused, not rendered again
+    assert (folder / "videos.jsonl").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos-seed5-n3"]  # no staging folder left
+    (tmp_path / "videos-seed6-n2" / "videos").mkdir(parents=True)  # an interrupted render of another set
+    with pytest.raises(SystemExit, match="videos-seed6-n2 exists without videos.jsonl"):
+        probe_set({"n_videos": 4}, seed=6, n=2, out=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos-seed5-n3", "videos-seed6-n2"]
+
 def test_vision_probe_trains_the_tower_on_an_attribute_and_reports_held_out_accuracy(tmp_path):
     import json
     import sys
