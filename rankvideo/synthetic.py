@@ -260,8 +260,11 @@ def encode_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with av.open(str(tmp), mode="w", format="mp4",
                  options={"fflags": "+bitexact", "movflags": "+faststart"}) as container:
+        # mbtree off: on frames this small, x264's macroblock-tree lookahead gave different bytes
+        # (and pixels) for the same frames from one call to the next
         stream = container.add_stream("libx264", rate=fps,
-                                      options={"crf": str(crf), "preset": "medium", "threads": "1"})
+                                      options={"crf": str(crf), "preset": "medium", "threads": "1",
+                                               "x264-params": "mbtree=0"})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.flags |= av.codec.context.Flags.bitexact

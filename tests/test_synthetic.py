@@ -187,6 +187,7 @@ def test_grounding_probe_renders_its_video_set_once_into_place(tmp_path):
         probe_set({"n_videos": 4}, seed=6, n=2, out=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["videos-seed5-n3", "videos-seed6-n2"]
 
+
 def test_vision_probe_trains_the_tower_on_an_attribute_and_reports_held_out_accuracy(tmp_path):
     import json
     import sys
