@@ -101,6 +101,7 @@ def probe_set(synthetic_settings: dict, seed: int, n: int, out: Path) -> Path:
     from rankvideo import synthetic
 
     folder = out / f"videos-seed{seed}-n{n}"
+    out.mkdir(parents=True, exist_ok=True)
     if (folder / "videos.jsonl").exists():
         return folder
     cfg = synthetic.SyntheticConfig.from_dict({**synthetic_settings, "seed": seed})
@@ -152,7 +153,6 @@ def main(argv=None) -> int:
     root = Path(args.workdir)
     config = load_config(root / args.config)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     folder = probe_set(config["dataset"]["synthetic"], args.seed, args.videos, out)
     videos = list(formats.read_jsonl(folder / "videos.jsonl"))
     train_videos, held_out = videos[:-args.held_out], videos[-args.held_out:]

@@ -57,18 +57,18 @@ def main(argv=None) -> int:
         p.requires_grad_(True)
     settings = VideoSettings.with_tokens(fps=args.fps, max_frames=args.max_frames, tokens_per_frame=args.tokens_per_frame)
     values = sorted({str(r[args.attribute]) for r in records})
-    examples = []
+    device = next(tower.parameters()).device
+    examples = []  # on the tower's device once, not copied there at every step
     for r in records:
         inputs = backend._processor_inputs([backend._render("")], load_video(str(folder / "videos" / f"{r['doc_id']}.mp4"), settings))
-        examples.append((inputs["pixel_values_videos"].float(), inputs["video_grid_thw"], values.index(str(r[args.attribute]))))
+        examples.append((inputs["pixel_values_videos"].float().to(device), inputs["video_grid_thw"].to(device),
+                         values.index(str(r[args.attribute]))))
     train, held_out = examples[:args.train], examples[args.train:]
-
-    device = next(tower.parameters()).device
 
     def features(batch):
         """One tower call for the whole batch; each clip's merged tokens averaged."""
-        grids = torch.cat([e[1] for e in batch]).to(device)
-        merged = tower(torch.cat([e[0] for e in batch]).to(device), grid_thw=grids).pooler_output
+        grids = torch.cat([e[1] for e in batch])
+        merged = tower(torch.cat([e[0] for e in batch]), grid_thw=grids).pooler_output
         sizes = (grids.prod(-1) // tower.spatial_merge_size ** 2).tolist()
         return torch.stack([part.mean(0) for part in merged.split(sizes)])
 
