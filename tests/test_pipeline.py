@@ -2,6 +2,8 @@
 MultiVENT config on a placeholder tree, config errors that name the key."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -77,6 +79,19 @@ def test_pipeline_end_to_end(tmp_path):
     assert set(captions) == set(formats.read_video2queries(repo / "results/first_stage/video2queries_train.json"))
     record = json.loads((repo / "results/models/stage2/rankvideo_training.json").read_text())
     assert record["stage"] == "stage2" and record["base_model"] == "results/models/stage1"
+    # benchmarks/stage2_variant.py retrains stage 2 in the finished folder with the stage-1 model's own
+    # captions in the prompt, scores every candidate pair and evaluates as the metrics table does
+    variant = tmp_path / "variant"
+    subprocess.run([sys.executable, "benchmarks/stage2_variant.py", "--work", str(variant), "--description", "self",
+                    "--steps", "2", "--config", "config/test.yaml"], cwd=repo, check=True, capture_output=True,
+                   timeout=900)
+    result = json.loads((variant / "result.json").read_text())
+    assert result["first_stage"] == pytest.approx(table.set_index("system").loc["first_stage", "ndcg_cut_10"], abs=5e-5)
+    own = json.loads((variant / "self_captions.json").read_text())
+    assert set(own) == {p.stem for p in (repo / "results/benchmark/videos").glob("*.mp4")}
+    assert all(row["query"].endswith(f"\nVideo description: {own[row['doc_id']]}")
+               for row in formats.read_jsonl(variant / "train.jsonl"))
+    assert sum(map(len, json.loads((variant / "scores.json").read_text()).values())) == sum(map(len, v2q.values()))
     # nothing left to do on a second run; a second copy gives the same bytes
     assert "Nothing to be done" in snakemake(repo, *TARGETS, "--cores", "2", "--configfile", "config/test.yaml").stderr
     other = copy_repo(tmp_path / "b")

@@ -1,0 +1,142 @@
+"""Train stage 2 again from a finished pipeline's stage-1 model with something changed, score the
+test candidates and print nDCG@10 of stage 2 and of its fusion against the first stage.
+
+    python benchmarks/stage2_variant.py --work /tmp/v1 [--description none|self|reference]
+        [--motion-words query] [--set lr=1e-3 tau_rank=1 ...] [--steps 3000] [--device cpu]
+
+Run it in a pipeline folder after ``snakemake`` (synthetic benchmark): it reads
+``results/models/stage1``, ``results/training_data/{train,eval}.jsonl``, the first stage's test
+candidates, the benchmark's queries, qrels and reference captions, and the config's
+``train_stage2``, ``evaluation`` and ``fusion`` sections. ``--set`` overrides ``train_stage2`` keys.
+
+``--description self`` puts the stage-1 model's own caption of each video (written once into the
+work folder with the stage-1 prompt) into the training and the scoring prompt, after the query
+("Video description: ..."); ``reference`` puts the benchmark's reference caption there.
+``--motion-words query`` rewrites the captions' motion phrases in the queries' words ("moves left"
+instead of "moves from right to left"). The work folder keeps the trained model, the scores and
+``result.json``; an existing model there is scored again, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+QUERY_MOTION_WORDS = {"from right to left": "left", "from left to right": "right", "upward": "up", "downward": "down"}
+
+
+def self_captions(path: Path, videos: list[Path], settings) -> dict[str, str]:
+    """The stage-1 model's captions of ``videos`` (cached in ``path``)."""
+    from rankvideo import formats, prompts
+    from rankvideo.backends.hf import HFBackend
+    from rankvideo.video import load_video
+
+    if not path.exists():
+        backend = HFBackend("results/models/stage1", device="cpu")
+        captions = {}
+        for start in range(0, len(videos), 25):
+            chunk = videos[start:start + 25]
+            items = [(load_video(v, settings), prompts.caption_messages()) for v in chunk]
+            for video, text in zip(chunk, backend.generate_batch(items, max_new_tokens=40)):
+                captions[video.stem] = text.replace(prompts.THINK_OPEN, "").replace(prompts.THINK_CLOSE, "").strip()
+        formats.write_json(path, captions)
+    return formats.read_json(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", required=True, help="folder for this variant's data, model and result")
+    parser.add_argument("--description", choices=["none", "self", "reference"], default="none")
+    parser.add_argument("--motion-words", choices=["caption", "query"], default="caption")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="train_stage2 overrides")
+    parser.add_argument("--steps", type=int, help="max_steps (default: the config's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--config", default="config/config.yaml")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from rankvideo import config, evaluate, formats, launch, pipeline
+    from rankvideo.backends.hf import HFBackend
+    from rankvideo.metrics import paired_p_value
+    from rankvideo.video import load_video
+
+    cfg = config.validate(yaml.safe_load(Path(args.config).read_text()))
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    video_dir = Path("results/benchmark/videos")
+    settings = pipeline.video_settings(cfg["train_stage2"]["video"])
+    if args.description == "self":
+        captions = self_captions(work / "self_captions.json", sorted(video_dir.glob("*.mp4")), settings)
+    elif args.description == "reference":
+        captions = {r["doc_id"]: r["text"] for r in formats.read_jsonl("results/benchmark/captions_reference.jsonl")}
+    else:
+        captions = {}
+    if args.motion_words == "query":
+        for doc, text in captions.items():
+            for phrase, word in QUERY_MOTION_WORDS.items():
+                text = text.replace(phrase, word)
+            captions[doc] = text
+
+    def prompt_query(query: str, doc: str) -> str:
+        return f"{query}\nVideo description: {captions[doc]}" if captions else query
+
+    for split in ("train", "eval"):
+        rows = formats.read_jsonl(f"results/training_data/{split}.jsonl")
+        for row in rows:
+            row["query"] = prompt_query(row["query"], row["doc_id"])
+        formats.write_jsonl(work / f"{split}.jsonl", rows)
+    stage2 = dict(cfg["train_stage2"])
+    for item in args.set:
+        key, value = item.split("=", 1)
+        if key not in stage2:
+            raise SystemExit(f"--set {item}: {key!r} is not a train_stage2 key")
+        stage2[key] = yaml.safe_load(value)
+    if args.steps:
+        stage2["max_steps"] = args.steps
+    model = work / "stage2"
+    if not (model / "config.json").exists():
+        launch.run_in_process({"stage": "stage2", "model": "results/models/stage1", "train": str(work / "train.jsonl"),
+                               "eval": str(work / "eval.jsonl"), "output": str(model), "settings": stage2,
+                               "seed": cfg["seed"], "models": cfg["models"], "prompt_variant": "default"})
+
+    depth = cfg["evaluation"]["rerank_depth"]
+    first = formats.read_first_stage_json("results/first_stage/test.json")
+    queries = formats.read_queries("results/benchmark/queries_test.tsv")
+    qrels = {q: judged for q, judged in formats.read_qrels("results/benchmark/qrels.txt").items() if q in queries}
+    by_video: dict[str, list[str]] = {}
+    for qid, docs in first.items():
+        for doc in formats.ranked(docs)[:depth]:
+            by_video.setdefault(doc, []).append(qid)
+    backend = HFBackend(str(model), device=args.device, answer_tokens="single")
+    scores: dict[str, dict[str, float]] = {qid: {} for qid in first}
+    for doc, qids in sorted(by_video.items()):
+        video = load_video(video_dir / f"{doc}.mp4", settings)
+        for qid, row in zip(qids, backend.score_video(video, [prompt_query(queries[q], doc) for q in qids])):
+            scores[qid][doc] = float(row["logit_delta"])
+    formats.write_json(work / "scores.json", scores)
+
+    import pandas as pd
+
+    def ndcg10(run) -> pd.Series:
+        return pd.Series({q: m["ndcg_cut_10"] for q, m in evaluate.evaluate_run(run, qrels).items()})
+
+    fusion = cfg["fusion"]
+    base = ndcg10(first)
+    systems = {"stage2": ndcg10(evaluate.rerank_run(first, scores, depth)),
+               "stage2+fusion": ndcg10(evaluate.fuse(first, scores, depth, fusion["method"], fusion["weight"],
+                                                     fusion["rrf_k"]))}
+    result = {"variant": {k: v for k, v in vars(args).items() if k not in ("work", "config")},
+              "first_stage": base.mean(),
+              **{name: {"ndcg_cut_10": s.mean(), "p_value": paired_p_value(s, base)[0]} for name, s in systems.items()}}
+    formats.write_json(work / "result.json", result)
+    print(f"first_stage {base.mean():.3f} | " + " | ".join(
+        f"{name} {result[name]['ndcg_cut_10']:.3f} (p {result[name]['p_value']:.2g})" for name in systems))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
