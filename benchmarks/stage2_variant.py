@@ -27,22 +27,27 @@ from pathlib import Path
 QUERY_MOTION_WORDS = {"from right to left": "left", "from left to right": "right", "upward": "up", "downward": "down"}
 
 
-def self_captions(path: Path, videos: list[Path], settings) -> dict[str, str]:
-    """The stage-1 model's captions of ``videos`` (cached in ``path``)."""
+def self_captions(work: Path, video_dir: Path, settings) -> dict[str, str]:
+    """The stage-1 model's captions (stage-1 prompt) of every video in ``video_dir``, written once to
+    ``work/self_captions.jsonl`` by the pipeline's caption writer."""
     from rankvideo import formats, prompts
     from rankvideo.backends.hf import HFBackend
-    from rankvideo.video import load_video
+    from rankvideo.generate_captions import caption_videos
+    from rankvideo.video import VideoResolver
 
-    if not path.exists():
+    output, failures = work / "self_captions.jsonl", work / "self_caption_failures.jsonl"
+    ids = sorted(p.stem for p in video_dir.glob("*.mp4"))
+    done = formats.read_id_text_jsonl(output) if output.exists() else {}
+    if set(ids) - set(done):
         backend = HFBackend("results/models/stage1", device="cpu")
-        captions = {}
-        for start in range(0, len(videos), 25):
-            chunk = videos[start:start + 25]
-            items = [(load_video(v, settings), prompts.caption_messages()) for v in chunk]
-            for video, text in zip(chunk, backend.generate_batch(items, max_new_tokens=40)):
-                captions[video.stem] = text.replace(prompts.THINK_OPEN, "").replace(prompts.THINK_CLOSE, "").strip()
-        formats.write_json(path, captions)
-    return formats.read_json(path)
+        caption_videos(ids, VideoResolver(str(video_dir)), backend, output, failures, settings, max_new_tokens=40,
+                       batch_size=25, model_name="stage1", messages=prompts.caption_messages)
+    captions = formats.read_id_text_jsonl(output)
+    missing = sorted(set(ids) - set(captions))
+    if missing:
+        raise SystemExit(f"{len(missing)} videos have no caption (first: {missing[0]}); see {failures}")
+    return {doc: text.replace(prompts.THINK_OPEN, "").replace(prompts.THINK_CLOSE, "").strip()
+            for doc, text in captions.items()}
 
 
 def main(argv=None) -> int:
@@ -69,7 +74,7 @@ def main(argv=None) -> int:
     video_dir = Path("results/benchmark/videos")
     settings = pipeline.video_settings(cfg["train_stage2"]["video"])
     if args.description == "self":
-        captions = self_captions(work / "self_captions.json", sorted(video_dir.glob("*.mp4")), settings)
+        captions = self_captions(work, video_dir, settings)
     elif args.description == "reference":
         captions = {r["doc_id"]: r["text"] for r in formats.read_jsonl("results/benchmark/captions_reference.jsonl")}
     else:

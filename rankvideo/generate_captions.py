@@ -32,8 +32,10 @@ def read_ids(path) -> list[str]:
 
 
 def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, output, failures_path, settings: VideoSettings,
-                   max_new_tokens: int, batch_size: int, model_name: str, progress: bool = True) -> dict:
-    """Caption every id not yet in ``output``; returns counts."""
+                   max_new_tokens: int, batch_size: int, model_name: str, progress: bool = True,
+                   messages=prompts.captioner_messages) -> dict:
+    """Caption every id not yet in ``output``; returns counts. ``messages()`` is the chat asked (the
+    captioner's by default; :func:`rankvideo.prompts.caption_messages` asks as stage 1 was trained)."""
     from tqdm import tqdm
 
     done = formats.JsonlAppender(output, "doc_id")
@@ -54,7 +56,7 @@ def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, outpu
         if not batch:
             continue
         began = time.perf_counter()
-        texts = generator.generate_batch([(video, prompts.captioner_messages()) for _, video in batch], max_new_tokens)
+        texts = generator.generate_batch([(video, messages()) for _, video in batch], max_new_tokens)
         seconds = (time.perf_counter() - began) / len(batch)
         for (video_id, video), text in zip(batch, texts):
             text = " ".join(text.split())

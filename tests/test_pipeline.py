@@ -87,8 +87,9 @@ def test_pipeline_end_to_end(tmp_path):
                    timeout=900)
     result = json.loads((variant / "result.json").read_text())
     assert result["first_stage"] == pytest.approx(table.set_index("system").loc["first_stage", "ndcg_cut_10"], abs=5e-5)
-    own = json.loads((variant / "self_captions.json").read_text())
+    own = formats.read_id_text_jsonl(variant / "self_captions.jsonl")
     assert set(own) == {p.stem for p in (repo / "results/benchmark/videos").glob("*.mp4")}
+    own = {doc: text.replace("<think>", "").replace("</think>", "").strip() for doc, text in own.items()}
     assert all(row["query"].endswith(f"\nVideo description: {own[row['doc_id']]}")
                for row in formats.read_jsonl(variant / "train.jsonl"))
     assert sum(map(len, json.loads((variant / "scores.json").read_text()).values())) == sum(map(len, v2q.values()))
