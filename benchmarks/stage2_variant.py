@@ -7,7 +7,8 @@ test candidates and print nDCG@10 of stage 2 and of its fusion against the first
 Run it in a pipeline folder after ``snakemake`` (synthetic benchmark): it reads
 ``results/models/stage1``, ``results/training_data/{train,eval}.jsonl``, the first stage's test
 candidates, the benchmark's queries, qrels and reference captions, and the config's
-``train_stage2``, ``evaluation`` and ``fusion`` sections. ``--set`` overrides ``train_stage2`` keys.
+``train_stage2``, ``evaluation`` and ``fusion`` sections and ``rerank.prompt_variant`` (trained and
+scored with). ``--set`` overrides ``train_stage2`` keys.
 
 ``--description self`` puts the stage-1 model's own caption of each video (written once into the
 work folder with the stage-1 prompt) into the training and the scoring prompt, after the query
@@ -20,7 +21,6 @@ instead of "moves from right to left"). The work folder keeps the trained model,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -101,11 +101,11 @@ def main(argv=None) -> int:
         stage2[key] = yaml.safe_load(value)
     if args.steps:
         stage2["max_steps"] = args.steps
-    model = work / "stage2"
+    model, variant = work / "stage2", cfg["rerank"]["prompt_variant"]
     if not (model / "config.json").exists():
         launch.run_in_process({"stage": "stage2", "model": "results/models/stage1", "train": str(work / "train.jsonl"),
                                "eval": str(work / "eval.jsonl"), "output": str(model), "settings": stage2,
-                               "seed": cfg["seed"], "models": cfg["models"], "prompt_variant": "default"})
+                               "seed": cfg["seed"], "models": cfg["models"], "prompt_variant": variant})
 
     depth = cfg["evaluation"]["rerank_depth"]
     first = formats.read_first_stage_json("results/first_stage/test.json")
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     for qid, docs in first.items():
         for doc in formats.ranked(docs)[:depth]:
             by_video.setdefault(doc, []).append(qid)
-    backend = HFBackend(str(model), device=args.device, answer_tokens="single")
+    backend = HFBackend(str(model), device=args.device, prompt_variant=variant, answer_tokens="single")
     scores: dict[str, dict[str, float]] = {qid: {} for qid in first}
     for doc, qids in sorted(by_video.items()):
         video = load_video(video_dir / f"{doc}.mp4", settings)
