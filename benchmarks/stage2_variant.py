@@ -6,7 +6,7 @@ test candidates and print nDCG@10 of stage 2 and of its fusion against the first
 
 Run it in a pipeline folder after ``snakemake`` (synthetic benchmark): it reads
 ``results/models/stage1``, ``results/training_data/{train,eval}.jsonl``, the first stage's test
-candidates, the benchmark's queries, qrels and reference captions, and the config's
+candidates (``video2queries_test.json``), the benchmark's queries, qrels and reference captions, and the config's
 ``train_stage2``, ``evaluation`` and ``fusion`` sections and ``rerank.prompt_variant`` (trained and
 scored with). ``--set`` overrides ``train_stage2`` keys.
 
@@ -111,10 +111,8 @@ def main(argv=None) -> int:
     first = formats.read_first_stage_json("results/first_stage/test.json")
     queries = formats.read_queries("results/benchmark/queries_test.tsv")
     qrels = {q: judged for q, judged in formats.read_qrels("results/benchmark/qrels.txt").items() if q in queries}
-    by_video: dict[str, list[str]] = {}
-    for qid, docs in first.items():
-        for doc in formats.ranked(docs)[:depth]:
-            by_video.setdefault(doc, []).append(qid)
+    # the pairs the rerank rule scores: every query a video is a first-stage candidate for
+    by_video = formats.read_video2queries("results/first_stage/video2queries_test.json")
     backend = HFBackend(str(model), device=args.device, prompt_variant=variant, answer_tokens="single")
     scores: dict[str, dict[str, float]] = {qid: {} for qid in first}
     for doc, qids in sorted(by_video.items()):
