@@ -93,6 +93,15 @@ def test_pipeline_end_to_end(tmp_path):
     assert all(row["query"].endswith(f"\nVideo description: {own[row['doc_id']]}")
                for row in formats.read_jsonl(variant / "train.jsonl"))
     assert sum(map(len, json.loads((variant / "scores.json").read_text()).values())) == sum(map(len, v2q.values()))
+    # benchmarks/query_likelihood.py scores the same pairs by the stage-1 model's caption likelihood of the query
+    probe = tmp_path / "query_likelihood"
+    subprocess.run([sys.executable, "benchmarks/query_likelihood.py", "--work", str(probe), "--wording", "caption",
+                    "--config", "config/test.yaml"], cwd=repo, check=True, capture_output=True, timeout=600)
+    result = json.loads((probe / "result.json").read_text())
+    assert result["first_stage"] == pytest.approx(table.set_index("system").loc["first_stage", "ndcg_cut_10"], abs=5e-5)
+    likelihoods = json.loads((probe / "scores.json").read_text())
+    assert sum(map(len, likelihoods.values())) == sum(map(len, v2q.values()))
+    assert all(value < 0 for scores in likelihoods.values() for value in scores.values())
     # nothing left to do on a second run; a second copy gives the same bytes
     assert "Nothing to be done" in snakemake(repo, *TARGETS, "--cores", "2", "--configfile", "config/test.yaml").stderr
     other = copy_repo(tmp_path / "b")

@@ -208,3 +208,43 @@ def test_vision_probe_trains_the_tower_on_an_attribute_and_reports_held_out_accu
     assert result["curve"][-1]["held_out_accuracy"] >= 0.75  # colour is what the tower learns at once
     with pytest.raises(SystemExit):  # more videos asked for than the set holds
         main(["--model", str(model), "--videos", str(tmp_path / "set"), "--train", "45", "--held-out", "8"])
+
+
+def test_query_likelihood_words_queries_as_captions_and_batches_like_single_pairs(tmp_path):
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from query_likelihood import caption_wording, query_loglik
+    from rankvideo import prompts
+    from rankvideo.backends.hf import HFBackend
+    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.synthetic import reference_caption, render_set
+    from rankvideo.video import VideoSettings, load_video
+
+    video = Video("v", count=2, colour="red", shape="circle", motion="left", background="black")
+    asked = caption_wording(describe(video.attributes()))
+    assert asked == "Two red circles move from right to left across a black background"
+    assert reference_caption(video).startswith(asked)
+    one = Video("v", count=1, colour="red", shape="circle", motion="up", background="grey")
+    assert reference_caption(one).startswith(caption_wording(describe(one.attributes())))
+
+    backend = HFBackend(str(build_tiny_vlm(tmp_path / "vlm", seed=3)), device="cpu")
+    render_set(SyntheticConfig.from_dict({"n_videos": 4}), np.random.SeedSequence(2), 1, tmp_path / "set", prefix="q")
+    clip = load_video(tmp_path / "set/videos/q0001.mp4", VideoSettings.with_tokens(4.0, 8, 4))
+    queries = ["a red circle", "two blue squares moving up on a white background"]  # different lengths: padding
+    batched = query_loglik(backend, clip, queries)
+    processor, model = backend.processor, backend.model
+    prefix = processor.apply_chat_template(prompts.caption_messages(), tokenize=False,
+                                           add_generation_prompt=True) + prompts.THINK_OPEN
+    kwargs = dict(videos=[clip.frames], video_metadata=[clip.metadata], do_sample_frames=False, do_resize=False)
+    start = len(processor(text=[prefix], **kwargs)["input_ids"][0])
+    for query, value in zip(queries, batched):
+        inputs = processor(text=[prefix + query], return_tensors="pt", **kwargs)
+        with torch.no_grad():
+            logprobs = model(**inputs).logits[0].float().log_softmax(-1)
+        ids = inputs["input_ids"][0]
+        expected = sum(float(logprobs[t - 1, ids[t]]) for t in range(start, len(ids)))
+        assert value == pytest.approx(expected, abs=1e-4)
+    assert batched[0] > batched[1]  # a shorter query has fewer (negative) log-probabilities to add

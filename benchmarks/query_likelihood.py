@@ -1,0 +1,118 @@
+"""Does a model's *caption* head already rank the test candidates? Score each first-stage candidate
+pair by the log-likelihood of the query as the model's caption of the video, then evaluate.
+
+    python benchmarks/query_likelihood.py --work /tmp/ql [--model results/models/stage1]
+        [--wording query|caption] [--device cpu] [--config config/config.yaml]
+
+Run it in a finished pipeline folder (synthetic benchmark). A pair's score is
+``sum_t log p(query_t | video, stage-1 caption prompt, <think>, query_<t)``: the stage-1 prompt
+exactly as stage 1 trains it, with the query where the caption goes. ``--wording caption`` first
+rewrites the query's motion and background phrases into the reference captions' words ("moving
+left" -> "moves from right to left", "on a" -> "across a", a capital first letter; from
+:mod:`rankvideo.synthetic`), so
+that a model which learnt the reference captions is asked in its own words. Scoring reads the same
+pairs as the rerank rule (``video2queries_test.json``); nDCG@10 of the ranking and of its z-score
+fusion with the first stage, with paired p-values against the first stage, go to
+``work/result.json`` (scores in ``work/scores.json``).
+
+This is a probe, not a reranker of the pipeline: it says whether what the reranker should compare
+(query words against what the video shows) is already in a model, whatever its yes/no head does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def caption_wording(query: str) -> str:
+    """The query in the reference captions' words (the benchmark's own phrase tables)."""
+    from rankvideo import synthetic
+
+    verb = "moves" if query.startswith(("a ", "something")) else "move"  # one object, as the captions say it
+    for motion, phrase in synthetic.MOTION_PHRASES.items():
+        query = query.replace(f"moving {motion}", f"{verb} {phrase}")
+    query = query.replace(" on a ", " across a ")
+    return query[:1].upper() + query[1:]  # captions start a sentence
+
+
+def query_loglik(backend, video, queries: list[str]) -> list[float]:
+    """log p(query | video) under the stage-1 caption prompt, one float per query (one batch)."""
+    import torch
+
+    from rankvideo import prompts
+
+    processor, model = backend.processor, backend.model
+    prefix = processor.apply_chat_template(prompts.caption_messages(), tokenize=False,
+                                           add_generation_prompt=True) + prompts.THINK_OPEN
+    frames = dict(videos=[video.frames], video_metadata=[video.metadata], do_sample_frames=False, do_resize=False)
+    prefix_ids = list(processor(text=[prefix], **frames)["input_ids"][0])
+    start = len(prefix_ids)
+    inputs = processor(text=[prefix + q for q in queries], videos=[video.frames] * len(queries),
+                       video_metadata=[video.metadata] * len(queries), do_sample_frames=False, do_resize=False,
+                       return_tensors="pt", padding=True, padding_side="right").to(model.device)
+    with torch.no_grad():
+        logprobs = model(**inputs).logits.float().log_softmax(-1)
+    out = []
+    for row, (ids, mask) in enumerate(zip(inputs["input_ids"], inputs["attention_mask"])):
+        end = int(mask.sum())
+        if ids[:start].tolist() != prefix_ids:
+            raise AssertionError(f"query {queries[row]!r} changed the prompt's tokens before it")
+        out.append(float(logprobs[row, start - 1:end - 1].gather(-1, ids[start:end, None]).sum()))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", required=True, help="folder for scores.json and result.json")
+    parser.add_argument("--model", default="results/models/stage1")
+    parser.add_argument("--wording", choices=["query", "caption"], default="query")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--config", default="config/config.yaml")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from rankvideo import config, evaluate, formats, pipeline
+    from rankvideo.backends.hf import HFBackend
+    from rankvideo.metrics import paired_p_value
+    from rankvideo.video import load_video
+
+    cfg = config.validate(yaml.safe_load(Path(args.config).read_text()))
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    settings = pipeline.video_settings(cfg["train_stage1"]["video"])
+    backend = HFBackend(args.model, device=args.device)
+    queries = formats.read_queries("results/benchmark/queries_test.tsv")
+    asked = {q: caption_wording(text) if args.wording == "caption" else text for q, text in queries.items()}
+    first = formats.read_first_stage_json("results/first_stage/test.json")
+    qrels = {q: judged for q, judged in formats.read_qrels("results/benchmark/qrels.txt").items() if q in queries}
+    scores: dict[str, dict[str, float]] = {qid: {} for qid in first}
+    for doc, qids in sorted(formats.read_video2queries("results/first_stage/video2queries_test.json").items()):
+        video = load_video(Path("results/benchmark/videos") / f"{doc}.mp4", settings)
+        for qid, value in zip(qids, query_loglik(backend, video, [asked[q] for q in qids])):
+            scores[qid][doc] = value
+    formats.write_json(work / "scores.json", scores)
+
+    import pandas as pd
+
+    def ndcg10(run) -> pd.Series:
+        return pd.Series({q: m["ndcg_cut_10"] for q, m in evaluate.evaluate_run(run, qrels).items()})
+
+    depth, fusion = cfg["evaluation"]["rerank_depth"], cfg["fusion"]
+    base = ndcg10(first)
+    systems = {"query_likelihood": ndcg10(evaluate.rerank_run(first, scores, depth)),
+               "query_likelihood+fusion": ndcg10(evaluate.fuse(first, scores, depth, fusion["method"],
+                                                               fusion["weight"], fusion["rrf_k"]))}
+    result = {"model": args.model, "wording": args.wording, "first_stage": base.mean(),
+              **{name: {"ndcg_cut_10": s.mean(), "p_value": paired_p_value(s, base)[0]} for name, s in systems.items()}}
+    formats.write_json(work / "result.json", result)
+    print(f"first_stage {base.mean():.3f} | " + " | ".join(
+        f"{name} {result[name]['ndcg_cut_10']:.3f} (p {result[name]['p_value']:.2g})" for name in systems))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
