@@ -3,6 +3,7 @@ test candidates and print nDCG@10 of stage 2 and of its fusion against the first
 
     python benchmarks/stage2_variant.py --work /tmp/v1 [--description none|self|reference]
         [--motion-words query] [--set lr=1e-3 tau_rank=1 ...] [--steps 3000] [--device cpu]
+        [--teacher pipeline|query-likelihood] [--init results/models/stage1]
 
 Run it in a pipeline folder after ``snakemake`` (synthetic benchmark): it reads
 ``results/models/stage1``, ``results/training_data/{train,eval}.jsonl``, the first stage's test
@@ -14,7 +15,11 @@ scored with). ``--set`` overrides ``train_stage2`` keys.
 work folder with the stage-1 prompt) into the training and the scoring prompt, after the query
 ("Video description: ..."); ``reference`` puts the benchmark's reference caption there.
 ``--motion-words query`` rewrites the captions' motion phrases in the queries' words ("moves left"
-instead of "moves from right to left"). The work folder keeps the trained model, the scores and
+instead of "moves from right to left"). ``--teacher query-likelihood`` replaces the pipeline's
+teacher p_yes by the stage-1 model's likelihood of each training query as its caption of the video
+(in the captions' words, z-scored within the query, p_yes = sigmoid(2 z); with ``--set
+lambda_distill=5``); ``--init`` starts stage 2 from another model folder (e.g.
+``results/models/tiny-vlm``, no stage 1). The work folder keeps the trained model, the scores and
 ``result.json``; an existing model there is scored again, not retrained.
 """
 
@@ -50,6 +55,34 @@ def self_captions(work: Path, video_dir: Path, settings) -> dict[str, str]:
             for doc, text in captions.items()}
 
 
+def likelihood_teacher(rows: list[dict], backend, settings, sharpness: float = 2.0) -> None:
+    """Set each row's ``teacher_p_yes`` to sigmoid(sharpness * z), z the stage-1 model's query likelihood
+    (the query in the reference captions' words, ``benchmarks/query_likelihood.py``) z-scored within
+    its query's rows."""
+    import math
+    import statistics
+
+    from query_likelihood import caption_wording, query_loglik
+    from rankvideo.video import load_video
+
+    by_video: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_video.setdefault(row["videos"][0], []).append(i)
+    likelihood = [0.0] * len(rows)
+    for path, index in sorted(by_video.items()):
+        values = query_loglik(backend, load_video(path, settings), [caption_wording(rows[i]["query"]) for i in index])
+        for i, value in zip(index, values):
+            likelihood[i] = value
+    by_query: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_query.setdefault(row["query_id"], []).append(i)
+    for index in by_query.values():
+        values = [likelihood[i] for i in index]
+        mean, spread = statistics.fmean(values), statistics.pstdev(values) or 1.0
+        for i in index:
+            rows[i]["teacher_p_yes"] = 1 / (1 + math.exp(-sharpness * (likelihood[i] - mean) / spread))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="folder for this variant's data, model and result")
@@ -57,6 +90,9 @@ def main(argv=None) -> int:
     parser.add_argument("--motion-words", choices=["caption", "query"], default="caption")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="train_stage2 overrides")
     parser.add_argument("--steps", type=int, help="max_steps (default: the config's)")
+    parser.add_argument("--init", default="results/models/stage1", help="the model stage 2 starts from")
+    parser.add_argument("--teacher", choices=["pipeline", "query-likelihood"], default="pipeline",
+                        help="teacher_p_yes: the pipeline's, or the stage-1 model's query likelihood (see above)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--config", default="config/config.yaml")
     args = parser.parse_args(argv)
@@ -88,8 +124,11 @@ def main(argv=None) -> int:
     def prompt_query(query: str, doc: str) -> str:
         return f"{query}\nVideo description: {captions[doc]}" if captions else query
 
+    teacher = HFBackend("results/models/stage1", device=args.device) if args.teacher == "query-likelihood" else None
     for split in ("train", "eval"):
         rows = formats.read_jsonl(f"results/training_data/{split}.jsonl")
+        if teacher is not None:
+            likelihood_teacher(rows, teacher, settings)
         for row in rows:
             row["query"] = prompt_query(row["query"], row["doc_id"])
         formats.write_jsonl(work / f"{split}.jsonl", rows)
@@ -103,7 +142,7 @@ def main(argv=None) -> int:
         stage2["max_steps"] = args.steps
     model, variant = work / "stage2", cfg["rerank"]["prompt_variant"]
     if not (model / "config.json").exists():
-        launch.run_in_process({"stage": "stage2", "model": "results/models/stage1", "train": str(work / "train.jsonl"),
+        launch.run_in_process({"stage": "stage2", "model": args.init, "train": str(work / "train.jsonl"),
                                "eval": str(work / "eval.jsonl"), "output": str(model), "settings": stage2,
                                "seed": cfg["seed"], "models": cfg["models"], "prompt_variant": variant})
 

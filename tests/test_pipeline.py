@@ -83,8 +83,8 @@ def test_pipeline_end_to_end(tmp_path):
     # captions in the prompt, scores every candidate pair and evaluates as the metrics table does
     variant = tmp_path / "variant"
     subprocess.run([sys.executable, "benchmarks/stage2_variant.py", "--work", str(variant), "--description", "self",
-                    "--steps", "2", "--config", "config/test.yaml"], cwd=repo, check=True, capture_output=True,
-                   timeout=900)
+                    "--teacher", "query-likelihood", "--steps", "2", "--config", "config/test.yaml"], cwd=repo,
+                   check=True, capture_output=True, timeout=900)
     result = json.loads((variant / "result.json").read_text())
     assert result["first_stage"] == pytest.approx(table.set_index("system").loc["first_stage", "ndcg_cut_10"], abs=5e-5)
     own = formats.read_id_text_jsonl(variant / "self_captions.jsonl")
@@ -92,6 +92,11 @@ def test_pipeline_end_to_end(tmp_path):
     own = {doc: text.replace("<think>", "").replace("</think>", "").strip() for doc, text in own.items()}
     assert all(row["query"].endswith(f"\nVideo description: {own[row['doc_id']]}")
                for row in formats.read_jsonl(variant / "train.jsonl"))
+    teacher: dict = {}  # the query-likelihood teacher: one p_yes per pair, spread within each query
+    for row in formats.read_jsonl(variant / "train.jsonl"):
+        teacher.setdefault(row["query_id"], []).append(row["teacher_p_yes"])
+    assert all(0 < p < 1 for values in teacher.values() for p in values)
+    assert all(max(values) > 0.5 > min(values) for values in teacher.values() if len(set(values)) > 1)
     assert sum(map(len, json.loads((variant / "scores.json").read_text()).values())) == sum(map(len, v2q.values()))
     # benchmarks/query_likelihood.py scores the same pairs by the stage-1 model's caption likelihood of the query
     probe = tmp_path / "query_likelihood"
