@@ -74,42 +74,22 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from rankvideo import config, evaluate, formats, pipeline
+    from candidates import compare_with_first_stage, score_candidates
+    from rankvideo import config, formats, pipeline
     from rankvideo.backends.hf import HFBackend
-    from rankvideo.metrics import paired_p_value
-    from rankvideo.video import load_video
 
     cfg = config.validate(yaml.safe_load(Path(args.config).read_text()))
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     settings = pipeline.video_settings(cfg["train_stage1"]["video"])
     backend = HFBackend(args.model, device=args.device)
+
     queries = formats.read_queries("results/benchmark/queries_test.tsv")
     asked = {q: caption_wording(text) if args.wording == "caption" else text for q, text in queries.items()}
-    first = formats.read_first_stage_json("results/first_stage/test.json")
-    qrels = {q: judged for q, judged in formats.read_qrels("results/benchmark/qrels.txt").items() if q in queries}
-    scores: dict[str, dict[str, float]] = {qid: {} for qid in first}
-    for doc, qids in sorted(formats.read_video2queries("results/first_stage/video2queries_test.json").items()):
-        video = load_video(Path("results/benchmark/videos") / f"{doc}.mp4", settings)
-        for qid, value in zip(qids, query_loglik(backend, video, [asked[q] for q in qids])):
-            scores[qid][doc] = value
+    scores = score_candidates(lambda doc, video, qids: query_loglik(backend, video, [asked[q] for q in qids]), settings)
     formats.write_json(work / "scores.json", scores)
-
-    import pandas as pd
-
-    def ndcg10(run) -> pd.Series:
-        return pd.Series({q: m["ndcg_cut_10"] for q, m in evaluate.evaluate_run(run, qrels).items()})
-
-    depth, fusion = cfg["evaluation"]["rerank_depth"], cfg["fusion"]
-    base = ndcg10(first)
-    systems = {"query_likelihood": ndcg10(evaluate.rerank_run(first, scores, depth)),
-               "query_likelihood+fusion": ndcg10(evaluate.fuse(first, scores, depth, fusion["method"],
-                                                               fusion["weight"], fusion["rrf_k"]))}
-    result = {"model": args.model, "wording": args.wording, "first_stage": base.mean(),
-              **{name: {"ndcg_cut_10": s.mean(), "p_value": paired_p_value(s, base)[0]} for name, s in systems.items()}}
-    formats.write_json(work / "result.json", result)
-    print(f"first_stage {base.mean():.3f} | " + " | ".join(
-        f"{name} {result[name]['ndcg_cut_10']:.3f} (p {result[name]['p_value']:.2g})" for name in systems))
+    formats.write_json(work / "result.json", compare_with_first_stage(
+        scores, cfg, "query_likelihood", {"model": args.model, "wording": args.wording}))
     return 0
 
 

@@ -99,10 +99,9 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from rankvideo import config, evaluate, formats, launch, pipeline
+    from candidates import compare_with_first_stage, score_candidates
+    from rankvideo import config, formats, launch, pipeline
     from rankvideo.backends.hf import HFBackend
-    from rankvideo.metrics import paired_p_value
-    from rankvideo.video import load_video
 
     cfg = config.validate(yaml.safe_load(Path(args.config).read_text()))
     work = Path(args.work).resolve()
@@ -146,36 +145,14 @@ def main(argv=None) -> int:
                                "eval": str(work / "eval.jsonl"), "output": str(model), "settings": stage2,
                                "seed": cfg["seed"], "models": cfg["models"], "prompt_variant": variant})
 
-    depth = cfg["evaluation"]["rerank_depth"]
-    first = formats.read_first_stage_json("results/first_stage/test.json")
     queries = formats.read_queries("results/benchmark/queries_test.tsv")
-    qrels = {q: judged for q, judged in formats.read_qrels("results/benchmark/qrels.txt").items() if q in queries}
-    # the pairs the rerank rule scores: every query a video is a first-stage candidate for
-    by_video = formats.read_video2queries("results/first_stage/video2queries_test.json")
     backend = HFBackend(str(model), device=args.device, prompt_variant=variant, answer_tokens="single")
-    scores: dict[str, dict[str, float]] = {qid: {} for qid in first}
-    for doc, qids in sorted(by_video.items()):
-        video = load_video(video_dir / f"{doc}.mp4", settings)
-        for qid, row in zip(qids, backend.score_video(video, [prompt_query(queries[q], doc) for q in qids])):
-            scores[qid][doc] = float(row["logit_delta"])
+    scores = score_candidates(lambda doc, video, qids: [
+        row["logit_delta"] for row in backend.score_video(video, [prompt_query(queries[q], doc) for q in qids])],
+        settings, str(video_dir))
     formats.write_json(work / "scores.json", scores)
-
-    import pandas as pd
-
-    def ndcg10(run) -> pd.Series:
-        return pd.Series({q: m["ndcg_cut_10"] for q, m in evaluate.evaluate_run(run, qrels).items()})
-
-    fusion = cfg["fusion"]
-    base = ndcg10(first)
-    systems = {"stage2": ndcg10(evaluate.rerank_run(first, scores, depth)),
-               "stage2+fusion": ndcg10(evaluate.fuse(first, scores, depth, fusion["method"], fusion["weight"],
-                                                     fusion["rrf_k"]))}
-    result = {"variant": {k: v for k, v in vars(args).items() if k not in ("work", "config")},
-              "first_stage": base.mean(),
-              **{name: {"ndcg_cut_10": s.mean(), "p_value": paired_p_value(s, base)[0]} for name, s in systems.items()}}
-    formats.write_json(work / "result.json", result)
-    print(f"first_stage {base.mean():.3f} | " + " | ".join(
-        f"{name} {result[name]['ndcg_cut_10']:.3f} (p {result[name]['p_value']:.2g})" for name in systems))
+    variant_args = {k: v for k, v in vars(args).items() if k not in ("work", "config")}
+    formats.write_json(work / "result.json", compare_with_first_stage(scores, cfg, "stage2", {"variant": variant_args}))
     return 0
 
 
