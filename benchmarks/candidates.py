@@ -8,6 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def add_run_arguments(parser) -> None:
+    """``--work``, ``--device`` and ``--config``: what every probe over a finished run takes."""
+    parser.add_argument("--work", required=True, help="folder for this probe's files and result.json")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--config", default="config/config.yaml")
+
+
+def open_run(args) -> tuple[dict, Path]:
+    """(the run's validated config, the work folder, created)."""
+    import yaml
+
+    from rankvideo import config
+
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    return config.validate(yaml.safe_load(Path(args.config).read_text())), work
+
+
 def score_candidates(score_video, settings, video_dir: str = "results/benchmark/videos") -> dict[str, dict[str, float]]:
     """``{qid: {doc: score}}`` over the pairs the rerank rule scores (``video2queries_test.json``: every
     query a video is a first-stage candidate for); ``score_video(doc, video, qids)`` returns one float

@@ -64,23 +64,18 @@ def query_loglik(backend, video, queries: list[str]) -> list[float]:
 
 
 def main(argv=None) -> int:
+    from candidates import add_run_arguments, compare_with_first_stage, open_run, score_candidates
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", required=True, help="folder for scores.json and result.json")
+    add_run_arguments(parser)
     parser.add_argument("--model", default="results/models/stage1")
     parser.add_argument("--wording", choices=["query", "caption"], default="query")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--config", default="config/config.yaml")
     args = parser.parse_args(argv)
 
-    import yaml
-
-    from candidates import compare_with_first_stage, score_candidates
-    from rankvideo import config, formats, pipeline
+    from rankvideo import formats, pipeline
     from rankvideo.backends.hf import HFBackend
 
-    cfg = config.validate(yaml.safe_load(Path(args.config).read_text()))
-    work = Path(args.work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    cfg, work = open_run(args)
     settings = pipeline.video_settings(cfg["train_stage1"]["video"])
     backend = HFBackend(args.model, device=args.device)
 

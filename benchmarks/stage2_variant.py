@@ -84,8 +84,10 @@ def likelihood_teacher(rows: list[dict], backend, settings, sharpness: float = 2
 
 
 def main(argv=None) -> int:
+    from candidates import add_run_arguments, compare_with_first_stage, open_run, score_candidates
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", required=True, help="folder for this variant's data, model and result")
+    add_run_arguments(parser)  # --work: this variant's data, model and result
     parser.add_argument("--description", choices=["none", "self", "reference"], default="none")
     parser.add_argument("--motion-words", choices=["caption", "query"], default="caption")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="train_stage2 overrides")
@@ -93,19 +95,14 @@ def main(argv=None) -> int:
     parser.add_argument("--init", default="results/models/stage1", help="the model stage 2 starts from")
     parser.add_argument("--teacher", choices=["pipeline", "query-likelihood"], default="pipeline",
                         help="teacher_p_yes: the pipeline's, or the stage-1 model's query likelihood (see above)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--config", default="config/config.yaml")
     args = parser.parse_args(argv)
 
     import yaml
 
-    from candidates import compare_with_first_stage, score_candidates
-    from rankvideo import config, formats, launch, pipeline
+    from rankvideo import formats, launch, pipeline
     from rankvideo.backends.hf import HFBackend
 
-    cfg = config.validate(yaml.safe_load(Path(args.config).read_text()))
-    work = Path(args.work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    cfg, work = open_run(args)
     video_dir = Path("results/benchmark/videos")
     settings = pipeline.video_settings(cfg["train_stage2"]["video"])
     if args.description == "self":
