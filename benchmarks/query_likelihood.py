@@ -38,7 +38,10 @@ def caption_wording(query: str) -> str:
 
 
 def query_loglik(backend, video, queries: list[str]) -> list[float]:
-    """log p(query | video) under the stage-1 caption prompt, one float per query (one batch)."""
+    """log p(query | video) under the stage-1 caption prompt, one float per query (one batch).
+
+    The clip goes through the processor once: each row is the prompt's token ids up to ``<think>``
+    followed by its query's own tokens (``<think>`` is a special token, so nothing merges across it)."""
     import torch
 
     from rankvideo import prompts
@@ -46,21 +49,26 @@ def query_loglik(backend, video, queries: list[str]) -> list[float]:
     processor, model = backend.processor, backend.model
     prefix = processor.apply_chat_template(prompts.caption_messages(), tokenize=False,
                                            add_generation_prompt=True) + prompts.THINK_OPEN
-    frames = dict(videos=[video.frames], video_metadata=[video.metadata], do_sample_frames=False, do_resize=False)
-    prefix_ids = list(processor(text=[prefix], **frames)["input_ids"][0])
+    shared = processor(text=[prefix], videos=[video.frames], video_metadata=[video.metadata], do_sample_frames=False,
+                       do_resize=False, return_tensors="pt")
+    prefix_ids = shared["input_ids"][0].tolist()
     start = len(prefix_ids)
-    inputs = processor(text=[prefix + q for q in queries], videos=[video.frames] * len(queries),
-                       video_metadata=[video.metadata] * len(queries), do_sample_frames=False, do_resize=False,
-                       return_tensors="pt", padding=True, padding_side="right").to(model.device)
+    pad = processor.tokenizer.pad_token_id
+    rows = [prefix_ids + processor.tokenizer(q, add_special_tokens=False)["input_ids"] for q in queries]
+    width = max(map(len, rows))
+    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    n = len(queries)
+    inputs = {"input_ids": ids, "attention_mask": mask,
+              "pixel_values_videos": shared["pixel_values_videos"].repeat(n, 1),
+              "video_grid_thw": shared["video_grid_thw"].repeat(n, 1)}
+    if "mm_token_type_ids" in shared:  # which tokens are video (M-RoPE): the prefix's, then text only
+        types = shared["mm_token_type_ids"][0].tolist()
+        inputs["mm_token_type_ids"] = torch.tensor([types + [0] * (width - start)] * n)
     with torch.no_grad():
-        logprobs = model(**inputs).logits.float().log_softmax(-1)
-    out = []
-    for row, (ids, mask) in enumerate(zip(inputs["input_ids"], inputs["attention_mask"])):
-        end = int(mask.sum())
-        if ids[:start].tolist() != prefix_ids:
-            raise AssertionError(f"query {queries[row]!r} changed the prompt's tokens before it")
-        out.append(float(logprobs[row, start - 1:end - 1].gather(-1, ids[start:end, None]).sum()))
-    return out
+        logprobs = model(**{k: v.to(model.device) for k, v in inputs.items()}).logits.float().log_softmax(-1)
+    return [float(logprobs[i, start - 1:len(row) - 1].gather(-1, ids[i, start:len(row), None].to(model.device)).sum())
+            for i, row in enumerate(rows)]
 
 
 def main(argv=None) -> int:
