@@ -9,8 +9,9 @@ never seen text that repeats itself, so it has no attention heads that find an e
 the current token (induction heads), which is what matching a query's words against a description's
 words needs. This trains the whole model, text only, with the causal-LM loss on sequences
 ``"w1 ... wk\\nw1 ... wk"`` of k (5 to 14) words drawn from the benchmark's caption and query words:
-the first half cannot be predicted, the second can, once the model copies. The loss falls from about
-log(vocab) to about half of the first half's (~1.3 here) when copying is learnt.
+the first half cannot be predicted, the second can, once the model copies. On the seed-14 stage-1
+model the loss falls from 8.2 to 2.4 in 100 steps (word frequencies), then from about step 500
+steeply to ~1.2 (the second half copied).
 Writes a model folder (weights and processor) that ``--init`` of ``stage2_variant.py`` and
 ``HFBackend`` load; ``copy_pretrain.json`` in it records the settings and the loss curve.
 """
