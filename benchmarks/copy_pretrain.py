@@ -24,19 +24,22 @@ from pathlib import Path
 
 
 def vocabulary() -> list[str]:
-    """The words of the benchmark's reference captions and queries (lower case, sorted)."""
+    """The words of the benchmark's reference captions and queries (lower case, sorted), as
+    :func:`rankvideo.synthetic.reference_caption` and :func:`~rankvideo.synthetic.describe` write them
+    for every attribute combination."""
+    import itertools
+
     from rankvideo import synthetic
 
-    words = {"something", "object", "single", "moving", "on"} | set(synthetic.COUNT_WORDS.values())
-    for colour in synthetic.COLOURS:
-        words.add(colour)
-    for shape in synthetic.SHAPES:
-        words |= {shape, synthetic._plural(shape)}
-    for motion, phrase in synthetic.MOTION_PHRASES.items():
-        words |= {motion, *phrase.split()}
-    words |= set(synthetic.BACKGROUNDS)
-    words |= {"a", "moves", "move", "across", "background", "the", "scene", "contains", "objects", "and", "nothing",
-              "else"}
+    values = {"count": synthetic.COUNTS, "colour": list(synthetic.COLOURS), "shape": synthetic.SHAPES,
+              "motion": list(synthetic.MOTIONS), "background": synthetic.BACKGROUNDS}
+    words: set[str] = set()
+    for combo in itertools.product(*values.values()):
+        video = synthetic.Video("v", **dict(zip(values, combo)))
+        words |= {word.strip(".").lower() for word in synthetic.reference_caption(video).split()}
+        for size in range(1, len(synthetic.ATTRIBUTES) + 1):
+            for names in itertools.combinations(synthetic.ATTRIBUTES, size):
+                words |= set(synthetic.describe({name: getattr(video, name) for name in names}).split())
     return sorted(words)
 
 
