@@ -1,9 +1,9 @@
 """Train stage 2 again from a finished pipeline's stage-1 model with something changed, score the
 test candidates and print nDCG@10 of stage 2 and of its fusion against the first stage.
 
-    python benchmarks/stage2_variant.py --work /tmp/v1 [--description none|self|reference]
+    python benchmarks/stage2_variant.py --work /tmp/v1 [--description config|none|self|reference]
         [--motion-words query] [--set lr=1e-3 tau_rank=1 ...] [--steps 3000] [--device cpu]
-        [--teacher pipeline|query-likelihood] [--init results/models/stage1]
+        [--teacher pipeline|query-likelihood] [--init MODEL]
 
 Run it in a pipeline folder after ``snakemake`` (synthetic benchmark): it reads
 ``results/models/stage1``, ``results/training_data/{train,eval}.jsonl``, the first stage's test
@@ -11,15 +11,19 @@ candidates (``video2queries_test.json``), the benchmark's queries, qrels and ref
 ``train_stage2``, ``evaluation`` and ``fusion`` sections and ``rerank.prompt_variant`` (trained and
 scored with). ``--set`` overrides ``train_stage2`` keys.
 
-``--description self`` puts the stage-1 model's own caption of each video (written once into the
-work folder with the stage-1 prompt) into the training and the scoring prompt, after the query
-("Video description: ..."); ``reference`` puts the benchmark's reference caption there.
+``--description self`` puts the stage-1 model's own caption of each video into the training and the
+scoring prompt, after the query ("Video description: ...", :func:`rankvideo.prompts.with_description`,
+as the pipeline does with ``descriptions.enabled``): the describe rule's
+``results/descriptions/descriptions.jsonl`` when the run has it, else written once into the work
+folder the same way; ``reference`` puts the benchmark's reference caption there; ``config`` (the
+default) does what the run's config does (self when ``descriptions.enabled``, else none).
 ``--motion-words query`` rewrites the captions' motion phrases in the queries' words ("moves left"
 instead of "moves from right to left"). ``--teacher query-likelihood`` replaces the pipeline's
 teacher p_yes by the stage-1 model's likelihood of each training query as its caption of the video
 (in the captions' words, z-scored within the query, p_yes = sigmoid(2 z); with ``--set
-lambda_distill=5``); ``--init`` starts stage 2 from another model folder (e.g.
-``results/models/tiny-vlm``, no stage 1). The work folder keeps the trained model, the scores and
+lambda_distill=5``); ``--init`` starts stage 2 from another model folder (default: the one the
+pipeline's stage 2 starts from, ``results/models/stage1-copy`` with copy pretraining, else
+``results/models/stage1``; e.g. ``results/models/tiny-vlm``, no stage 1). The work folder keeps the trained model, the scores and
 ``result.json``; an existing model there is scored again, not retrained.
 """
 
@@ -32,27 +36,30 @@ from pathlib import Path
 QUERY_MOTION_WORDS = {"from right to left": "left", "from left to right": "right", "upward": "up", "downward": "down"}
 
 
-def self_captions(work: Path, video_dir: Path, settings) -> dict[str, str]:
-    """The stage-1 model's captions (stage-1 prompt) of every video in ``video_dir``, written once to
-    ``work/self_captions.jsonl`` by the pipeline's caption writer."""
-    from rankvideo import formats, prompts
-    from rankvideo.backends.hf import HFBackend
-    from rankvideo.generate_captions import caption_videos
+PIPELINE_DESCRIPTIONS = Path("results/descriptions/descriptions.jsonl")
+
+
+def self_captions(work: Path, video_dir: Path, cfg: dict, device: str) -> dict[str, str]:
+    """The stage-1 model's captions (stage-1 prompt) of the videos stage 2 meets (training pairs, test
+    candidates): the describe rule's when the run has them, else written once to
+    ``work/self_captions.jsonl`` the same way."""
+    from rankvideo import formats, generate_captions, pipeline
     from rankvideo.video import VideoResolver
 
-    output, failures = work / "self_captions.jsonl", work / "self_caption_failures.jsonl"
-    ids = sorted(p.stem for p in video_dir.glob("*.mp4"))
-    done = formats.read_id_text_jsonl(output) if output.exists() else {}
-    if set(ids) - set(done):
-        backend = HFBackend("results/models/stage1", device="cpu")
-        caption_videos(ids, VideoResolver(str(video_dir)), backend, output, failures, settings, max_new_tokens=40,
-                       batch_size=25, model_name="stage1", messages=prompts.caption_messages)
+    ids = generate_captions.candidate_ids([f"results/training_data/{split}.jsonl" for split in ("train", "eval")],
+                                          "results/first_stage/video2queries_test.json")
+    output = PIPELINE_DESCRIPTIONS if PIPELINE_DESCRIPTIONS.exists() else work / "self_captions.jsonl"
+    if output != PIPELINE_DESCRIPTIONS:
+        section = cfg["descriptions"]
+        generate_captions.run("results/models/stage1", ids, VideoResolver(str(video_dir)), output,
+                              work / "self_caption_failures.jsonl", pipeline.video_settings(cfg["train_stage1"]["video"]),
+                              section["max_new_tokens"], section["batch_size"], options={"device": device},
+                              stage1_prompt=True)
     captions = formats.read_id_text_jsonl(output)
     missing = sorted(set(ids) - set(captions))
     if missing:
-        raise SystemExit(f"{len(missing)} videos have no caption (first: {missing[0]}); see {failures}")
-    return {doc: text.replace(prompts.THINK_OPEN, "").replace(prompts.THINK_CLOSE, "").strip()
-            for doc, text in captions.items()}
+        raise SystemExit(f"{len(missing)} videos have no caption in {output} (first: {missing[0]})")
+    return captions
 
 
 def likelihood_teacher(rows: list[dict], backend, settings, sharpness: float = 2.0) -> None:
@@ -88,25 +95,29 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_arguments(parser)  # --work: this variant's data, model and result
-    parser.add_argument("--description", choices=["none", "self", "reference"], default="none")
+    parser.add_argument("--description", choices=["config", "none", "self", "reference"], default="config")
     parser.add_argument("--motion-words", choices=["caption", "query"], default="caption")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="train_stage2 overrides")
     parser.add_argument("--steps", type=int, help="max_steps (default: the config's)")
-    parser.add_argument("--init", default="results/models/stage1", help="the model stage 2 starts from")
+    parser.add_argument("--init", help="the model stage 2 starts from (default: the pipeline's)")
     parser.add_argument("--teacher", choices=["pipeline", "query-likelihood"], default="pipeline",
                         help="teacher_p_yes: the pipeline's, or the stage-1 model's query likelihood (see above)")
     args = parser.parse_args(argv)
 
     import yaml
 
-    from rankvideo import formats, launch, pipeline
+    from rankvideo import formats, launch, pipeline, prompts
     from rankvideo.backends.hf import HFBackend
 
     cfg, work = open_run(args)
     video_dir = Path("results/benchmark/videos")
     settings = pipeline.video_settings(cfg["train_stage2"]["video"])
+    if args.description == "config":
+        args.description = "self" if cfg["descriptions"]["enabled"] else "none"
+    if args.init is None:
+        args.init = "results/models/stage1-copy" if cfg["copy_pretrain"]["steps"] else "results/models/stage1"
     if args.description == "self":
-        captions = self_captions(work, video_dir, settings)
+        captions = self_captions(work, video_dir, cfg, args.device)
     elif args.description == "reference":
         captions = {r["doc_id"]: r["text"] for r in formats.read_jsonl("results/benchmark/captions_reference.jsonl")}
     else:
@@ -117,16 +128,14 @@ def main(argv=None) -> int:
                 text = text.replace(phrase, word)
             captions[doc] = text
 
-    def prompt_query(query: str, doc: str) -> str:
-        return f"{query}\nVideo description: {captions[doc]}" if captions else query
-
+    descriptions = work / "descriptions.jsonl" if captions else None
+    if descriptions:
+        formats.write_jsonl(descriptions, [{"doc_id": doc, "text": text} for doc, text in sorted(captions.items())])
     teacher = HFBackend("results/models/stage1", device=args.device) if args.teacher == "query-likelihood" else None
     for split in ("train", "eval"):
         rows = formats.read_jsonl(f"results/training_data/{split}.jsonl")
         if teacher is not None:
             likelihood_teacher(rows, teacher, settings)
-        for row in rows:
-            row["query"] = prompt_query(row["query"], row["doc_id"])
         formats.write_jsonl(work / f"{split}.jsonl", rows)
     stage2 = dict(cfg["train_stage2"])
     for item in args.set:
@@ -140,12 +149,14 @@ def main(argv=None) -> int:
     if not (model / "config.json").exists():
         launch.run_in_process({"stage": "stage2", "model": args.init, "train": str(work / "train.jsonl"),
                                "eval": str(work / "eval.jsonl"), "output": str(model), "settings": stage2,
-                               "seed": cfg["seed"], "models": cfg["models"], "prompt_variant": variant})
+                               "seed": cfg["seed"], "models": cfg["models"], "prompt_variant": variant,
+                               "descriptions": str(descriptions) if descriptions else None})
 
     queries = formats.read_queries("results/benchmark/queries_test.tsv")
     backend = HFBackend(str(model), device=args.device, prompt_variant=variant, answer_tokens="single")
     scores = score_candidates(lambda doc, video, qids: [
-        row["logit_delta"] for row in backend.score_video(video, [prompt_query(queries[q], doc) for q in qids])],
+        row["logit_delta"] for row in backend.score_video(video, [prompts.with_description(queries[q], captions.get(doc))
+                                                                 for q in qids])],
         settings, str(video_dir))
     formats.write_json(work / "scores.json", scores)
     variant_args = {k: v for k, v in vars(args).items() if k not in ("work", "config")}

@@ -31,11 +31,20 @@ def read_ids(path) -> list[str]:
     return [i for i in ids if i]
 
 
+def candidate_ids(training_files, video2queries) -> list[str]:
+    """The videos stage 2 meets: those of the training JSONL files' pairs and the keys of the test
+    video2queries map (sorted, each once)."""
+    ids = {str(record["doc_id"]) for path in training_files for record in formats.read_jsonl(path, required=("doc_id",))}
+    return sorted(ids | set(formats.read_video2queries(video2queries)))
+
+
 def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, output, failures_path, settings: VideoSettings,
                    max_new_tokens: int, batch_size: int, model_name: str, progress: bool = True,
-                   messages=prompts.captioner_messages) -> dict:
+                   messages=prompts.captioner_messages, parse=None) -> dict:
     """Caption every id not yet in ``output``; returns counts. ``messages()`` is the chat asked (the
-    captioner's by default; :func:`rankvideo.prompts.caption_messages` asks as stage 1 was trained)."""
+    captioner's by default; :func:`rankvideo.prompts.caption_messages` asks as stage 1 was trained)
+    and ``parse(text)`` the caption in the answer (default: the answer, spaces collapsed;
+    :func:`rankvideo.prompts.caption_from_output` for a stage-1 model's)."""
     from tqdm import tqdm
 
     done = formats.JsonlAppender(output, "doc_id")
@@ -59,7 +68,7 @@ def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, outpu
         texts = generator.generate_batch([(video, messages()) for _, video in batch], max_new_tokens)
         seconds = (time.perf_counter() - began) / len(batch)
         for (video_id, video), text in zip(batch, texts):
-            text = " ".join(text.split())
+            text = parse(text) if parse else " ".join(text.split())
             counts["empty"] += not text
             done.append({"doc_id": video_id, "text": text,
                          "meta": {"model": model_name, "frames": video.num_frames, "max_new_tokens": max_new_tokens,
@@ -112,13 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(model: str, ids, resolver, output, failures, settings, max_new_tokens, batch_size, backend="hf",
-        progress=True, options: dict | None = None) -> dict:
+        progress=True, options: dict | None = None, stage1_prompt: bool = False) -> dict:
+    """Caption ``ids`` with ``model``; ``stage1_prompt``: ask as stage 1 was trained (the descriptions
+    of a stage-1 model) instead of the captioner's prompt."""
     from . import backends, models
 
     generator = backends.create(backend, model, **(options or {}))
     failures = failures or Path(output).with_name(FailureLog.FILENAME)
+    style = {"messages": prompts.caption_messages, "parse": prompts.caption_from_output} if stage1_prompt else {}
     return caption_videos(ids, resolver, generator, output, failures, settings, max_new_tokens, batch_size,
-                          models.model_name(model), progress)
+                          models.model_name(model), progress, **style)
 
 
 if __name__ == "__main__":

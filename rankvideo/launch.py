@@ -40,7 +40,8 @@ def run_in_process(spec: dict):
     if spec["stage"] == "stage2":
         return train_reranker.train(spec["model"], spec["train"], spec["eval"], spec["output"], settings,
                                     LossWeights.from_config(spec["settings"]), num_negs=spec["settings"]["num_negs"],
-                                    prompt_variant=spec.get("prompt_variant", "default"), options=options)
+                                    prompt_variant=spec.get("prompt_variant", "default"), options=options,
+                                    descriptions=spec.get("descriptions"))
     raise ValueError(f"unknown stage {spec['stage']!r} (stage1 or stage2)")
 
 
@@ -88,6 +89,7 @@ def train_rule(job, stage: str, model: str) -> None:
             "output": job.output[0], "settings": settings, "seed": job.params.seed, "models": job.params.models}
     if stage == "stage2":
         spec["prompt_variant"] = job.params.prompt_variant  # trained with the prompt the rerank rule scores with
+        spec["descriptions"] = getattr(job.input, "descriptions", None)  # descriptions.enabled: the describe rule's
     train(spec, train_processes(settings, job.resources), job.threads)
 
 

@@ -13,7 +13,8 @@ Reranking prompts (:data:`RERANK_VARIANTS`):
   the video, other wording, no prefill; the score is read at the first assistant position), for
   checking published weights.
 
-Also here: the stage-1 caption prompt, the teacher's evidence prompt and the answer-token sets.
+Also here: the optional video description after the query (:func:`with_description`), the stage-1
+caption prompt, the teacher's evidence prompt and the answer-token sets.
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ def rerank_prompt(variant: str = "default") -> RerankPrompt:
         raise ValueError(f"unknown prompt variant {variant!r}; known: {', '.join(RERANK_VARIANTS)}") from None
 
 
+#: what follows the query when stage 2 reads a description of the video (``descriptions.enabled``;
+#: not in REFERENCE.md): the stage-1 model's own caption of the video
+DESCRIPTION_LINE = "\nVideo description: {description}"
+
+
+def with_description(query: str, description: str | None) -> str:
+    """The query text a reranking prompt shows: the query, then the video's description when there is
+    one. Training (:class:`rankvideo.train_reranker.PairCollator`) and inference
+    (:func:`rankvideo.rerank.rerank`, :class:`rankvideo.VLMReranker`) both put it in through here."""
+    return query if description is None else query + DESCRIPTION_LINE.format(description=description)
+
+
 def answer_text(relevant: bool) -> str:
     """The stage-2 training target."""
     return f"{ANSWER_OPEN}{YES if relevant else NO}{ANSWER_CLOSE}"
@@ -126,6 +139,12 @@ def caption_messages(video: Any = None) -> list[dict]:
 
 def caption_target(caption: str) -> str:
     return f"{THINK_OPEN}{caption}{THINK_CLOSE}"
+
+
+def caption_from_output(text: str) -> str:
+    """The caption in a stage-1 model's answer (:func:`caption_target`'s think tags removed, spaces
+    collapsed)."""
+    return " ".join(text.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ").split())
 
 
 # ----------------------------------------------------------------------------- teacher (text LLM)

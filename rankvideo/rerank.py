@@ -8,8 +8,11 @@ Each video is decoded once and all of its queries are scored together. Output pe
 logprob_no, logit_delta, p_yes}}}``, written atomically. A rerun skips finished videos and redoes
 unreadable or incomplete ones; ``run_info.json`` records model, settings and code version, and a
 folder holding scores of another model or code is refused (or cleared with ``--restart``).
-Videos that cannot be read go to ``failures.jsonl``. Exit status: 0 when something was scored
-(or nothing was asked), 1 when pairs were asked but none could be scored, 2 on malformed input.
+Videos that cannot be read go to ``failures.jsonl``. A model trained with video descriptions
+(``descriptions.enabled``) is scored with them (``--descriptions``: the query, then the video's
+description, :func:`rankvideo.prompts.with_description`); a video without one is a failure too.
+Exit status: 0 when something was scored (or nothing was asked), 1 when pairs were asked but none
+could be scored, 2 on malformed input.
 """
 
 from __future__ import annotations
@@ -156,12 +159,14 @@ def prepare_output_dir(output_dir: Path, run_info: dict, restart: bool) -> None:
 def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolver: VideoResolver,
            output_dir: str | Path, score_video: Callable, model_name: str, settings: VideoSettings,
            video_ids: Sequence[str] | None = None, run_info: dict | None = None, restart: bool = False,
-           progress: bool = True, decode_ahead: int = 2) -> RerankSummary:
+           progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None) -> RerankSummary:
     """Score the videos ``video_ids`` (default: all of video2queries) into ``output_dir``.
 
     ``score_video(loaded_video, [query texts]) -> [score dicts]`` is a backend's or
     VLMReranker's method. The next ``decode_ahead`` videos are decoded in background threads while
-    the current one is scored (0: decode, then score, one after the other).
+    the current one is scored (0: decode, then score, one after the other). ``descriptions``
+    ({video id: text}): each query is shown with its video's description; a video without one is
+    recorded as a failure.
     """
     from tqdm import tqdm
 
@@ -185,6 +190,11 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
             summary.videos_already_done += 1
             summary.pairs_already_done += len(qids)
             continue
+        if descriptions is not None and video_id not in descriptions:
+            failures.record(video_id, None, "no description of this video (see the describe step's failure manifest)")
+            summary.videos_failed += 1
+            log.warning("video %s: no description; skipped", video_id)
+            continue
         todo.append((video_id, qids, out_path))
 
     def decode(item):
@@ -206,7 +216,8 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
             bar.update(1)
             continue
         start = time.perf_counter()
-        scores = score_video(video, [queries[q] for q in qids])
+        description = descriptions[video_id] if descriptions is not None else None
+        scores = score_video(video, [prompts.with_description(queries[q], description) for q in qids])
         summary.seconds_scoring += time.perf_counter() - start
         formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
         summary.videos_scored += 1
@@ -258,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--answer-tokens", choices=list(prompts.ANSWER_TOKENS), default="auto",
                         help="variants: every token that decodes to yes/no (the reference); single: the ids stage 2 "
                              "trains; auto: single for a stage-2 folder of this project, else variants")
+    parser.add_argument("--descriptions", help="JSONL {doc_id, text}: the video descriptions a model trained with "
+                                               "them is scored with (descriptions.enabled)")
     parser.add_argument("--model-name", help="name in output files (default: the model folder's name)")
     parser.add_argument("--cache-dir", help="Hugging Face cache folder")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (hf)")
@@ -287,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run(args.model, video2queries, queries, resolver, args.output_dir, settings,
                   video_ids=shard_ids(video2queries, args.id_start, args.id_end), backend=args.backend,
                   model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
-                  answer_tokens=args.answer_tokens,
+                  answer_tokens=args.answer_tokens, descriptions=args.descriptions,
                   progress=not args.no_progress, decode_ahead=args.decode_ahead,
                   options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                           query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
@@ -340,9 +353,12 @@ def resolve_answer_tokens(model: str, answer_tokens: str, record: dict | None = 
 def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
         backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
         progress: bool = True, options: dict | None = None, decode_ahead: int = 2,
-        answer_tokens: str = "auto") -> RerankSummary | str:
-    """Load the backend and rerank; returns the summary, or an error message for bad input."""
+        answer_tokens: str = "auto", descriptions=None) -> RerankSummary | str:
+    """Load the backend and rerank; returns the summary, or an error message for bad input.
+    ``descriptions``: JSONL {doc_id, text} of video descriptions, required for a model trained with
+    them (its training record says so)."""
     from . import backends, models
+    from .training.common import file_sha256
 
     model_name = model_name or models.model_name(model)
     record = training_record(model)
@@ -350,16 +366,27 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     if trained_with and trained_with != prompt_variant:
         log.warning("%s was trained with the prompt variant %r; scoring it with %r reads the answer where it "
                     "was not trained to put it", model, trained_with, prompt_variant)
+    if record.get("descriptions") and not descriptions:
+        return (f"{model} was trained with a description of each video after the query; score it with the "
+                "same descriptions (--descriptions, the describe rule's descriptions.jsonl)")
+    if descriptions and record.get("stage") == "stage2" and not record.get("descriptions"):
+        log.warning("%s was trained without video descriptions; scoring it with them shows it a prompt it was "
+                    "not trained on", model)
+    try:
+        described = formats.read_id_text_jsonl(descriptions) if descriptions else None
+    except (formats.FormatError, FileNotFoundError) as error:
+        return str(error)
     answer_tokens = resolve_answer_tokens(model, answer_tokens, record)
     run_info = {"model": model_fingerprint(model), "model_name": model_name, "backend": backend,
                 "prompt_variant": prompt_variant, "answer_tokens": answer_tokens, "video": settings.to_dict(),
-                "code_version": code_version()}
+                "code_version": code_version(),
+                "descriptions": {"path": str(descriptions), "sha256": file_sha256(descriptions)} if descriptions else None}
     try:
         scorer = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
                                  **(options or {}))
         return rerank(video2queries, queries, resolver, output_dir, scorer.score_video, model_name, settings,
                       video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
-                      decode_ahead=decode_ahead)
+                      decode_ahead=decode_ahead, descriptions=described)
     except (models.ModelNotFoundError, OutputDirError) as error:
         return str(error)
 
@@ -375,7 +402,7 @@ def shard_slice(n_videos: int, shard: int, shards: int) -> tuple[int, int]:
 
 
 def run_shard(model: str, video2queries_path, queries_path, videos: dict, output_dir, shard: int, shards: int,
-              rerank_config: dict, models_config: dict, model_name: str) -> RerankSummary:
+              rerank_config: dict, models_config: dict, model_name: str, descriptions=None) -> RerankSummary:
     """One pipeline shard: config sections in, per-video JSONs and summary.json out."""
     from . import pipeline
 
@@ -392,7 +419,7 @@ def run_shard(model: str, video2queries_path, queries_path, videos: dict, output
     summary = run(model, video2queries, formats.read_queries(queries_path), resolver, output_dir, settings,
                   video_ids=sorted(video2queries)[start:end], backend=rerank_config["backend"], model_name=model_name,
                   prompt_variant=rerank_config["prompt_variant"], restart=True, options=options,
-                  answer_tokens=rerank_config["answer_tokens"])
+                  answer_tokens=rerank_config["answer_tokens"], descriptions=descriptions)
     if isinstance(summary, str):
         raise ValueError(summary)
     if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done):

@@ -5,6 +5,9 @@
     scores = reranker.score_batch(["a red circle", "a blue square"], ["v1.mp4", "v1.mp4"], fps=2.0, max_frames=32)
     scores[0]["logit_delta"], scores[0]["p_yes"]
 
+A model trained with video descriptions (``descriptions.enabled``) needs them at scoring too:
+``score_batch(..., descriptions=[...])`` (one per pair) or ``score_video(video, queries, description)``.
+
 Pairs are grouped by video: each distinct video is decoded once per call and all of its queries
 are scored together (sharing the video's prefix in the HF backend, the prefix cache in vLLM).
 """
@@ -21,10 +24,13 @@ class VLMReranker:
     def __init__(self, model_path: str, cache_dir: str | None = None, backend: str = "hf", *,
                  prompt_variant: str = "default", fps: float = 2.0, max_frames: int = 32, tokens_per_frame: int = 128,
                  video_settings: VideoSettings | None = None, answer_tokens: str = "auto", **backend_options):
-        from .rerank import resolve_answer_tokens
+        from .rerank import resolve_answer_tokens, training_record
 
+        record = training_record(model_path)
+        self.needs_descriptions = bool(record.get("descriptions"))
         self.backend = backends.create(backend, model_path, cache_dir=cache_dir, prompt_variant=prompt_variant,
-                                       answer_tokens=resolve_answer_tokens(model_path, answer_tokens), **backend_options)
+                                       answer_tokens=resolve_answer_tokens(model_path, answer_tokens, record),
+                                       **backend_options)
         self.video_settings = video_settings or VideoSettings.with_tokens(fps, max_frames, tokens_per_frame)
 
     @property
@@ -47,24 +53,38 @@ class VLMReranker:
     def _videos(self, video_paths: Sequence[str], settings: VideoSettings) -> dict[str, LoadedVideo]:
         return {path: load_video(path, settings) for path in dict.fromkeys(video_paths)}
 
-    def score_video(self, video: LoadedVideo, queries: Sequence[str]) -> list[dict]:
-        """Scores of several queries for one decoded video (see :func:`rankvideo.video.load_video`)."""
-        return [_with_alias(s) for s in self.backend.score_video(video, list(queries))]
+    def score_video(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> list[dict]:
+        """Scores of several queries for one decoded video (see :func:`rankvideo.video.load_video`),
+        each shown with the video's ``description`` when given."""
+        if self.needs_descriptions and description is None:
+            raise ValueError(f"{self.model_name} was trained with a description of each video after the query; "
+                             "pass the video's description")
+        texts = [prompts.with_description(query, description) for query in queries]
+        return [_with_alias(s) for s in self.backend.score_video(video, texts)]
 
     def score_batch(self, queries: Sequence[str], video_paths: Sequence[str], fps: float | None = None,
-                    max_frames: int | None = None) -> list[dict]:
+                    max_frames: int | None = None, descriptions: Sequence[str] | None = None) -> list[dict]:
         """One dict per (query, video path) pair: logprob_yes, logprob_no, logit_delta, p_yes
-        (and ``logit_delta_yes_minus_no``, the published model card's name for logit_delta)."""
+        (and ``logit_delta_yes_minus_no``, the published model card's name for logit_delta).
+        ``descriptions``: one per pair, its video's description (for a model trained with them)."""
         if len(queries) != len(video_paths):
             raise ValueError(f"{len(queries)} queries but {len(video_paths)} video paths")
+        if descriptions is not None and len(descriptions) != len(queries):
+            raise ValueError(f"{len(queries)} queries but {len(descriptions)} descriptions")
+        if self.needs_descriptions and descriptions is None:
+            raise ValueError(f"{self.model_name} was trained with a description of each video after the query; "
+                             "pass descriptions=[...] (one per pair)")
+        if descriptions is not None:
+            queries = [prompts.with_description(q, d) for q, d in zip(queries, descriptions)]
         videos = self._videos(video_paths, self._settings(fps, max_frames))
         by_video: dict[str, list[int]] = {}
         for index, path in enumerate(video_paths):
             by_video.setdefault(path, []).append(index)
         results: list[dict | None] = [None] * len(queries)
         for path, indices in by_video.items():
-            for index, score in zip(indices, self.score_video(videos[path], [queries[i] for i in indices])):
-                results[index] = score
+            scores = self.backend.score_video(videos[path], [queries[i] for i in indices])
+            for index, score in zip(indices, scores):
+                results[index] = _with_alias(score)
         return results  # type: ignore[return-value]
 
     def generate_batch(self, prompts_text: Sequence[str], video_paths: Sequence[str | None], max_new_tokens: int = 256,

@@ -42,7 +42,8 @@ class PairCollator:
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        texts = [prompts.render_rerank(self.processor, e["query"], self.variant) for e in examples]
+        texts = [prompts.render_rerank(self.processor, prompts.with_description(e["query"], e.get("description")),
+                                       self.variant) for e in examples]
         batch = self.encoded.batch(texts, [e["videos"][0] for e in examples], padding_side="left")
         # a group is a positive and the negatives after it (the sampler's order): a new group starts at a
         # new query or at a second positive of the same query, so that two groups of one query stay two
@@ -128,16 +129,37 @@ def make_trainer_class():
     return RerankerTrainer
 
 
+def attach_descriptions(records: list[dict], descriptions_path, data_path) -> None:
+    """Set each record's ``description`` (shown after its query, :func:`rankvideo.prompts.with_description`)
+    from the JSONL ``{doc_id, text}`` at ``descriptions_path``; a record whose video has none is an
+    error that names it (the describe rule's failure manifest says why)."""
+    from . import formats
+
+    descriptions = formats.read_id_text_jsonl(descriptions_path)
+    missing = sorted({r["doc_id"] for r in records if r["doc_id"] not in descriptions})
+    if missing:
+        raise ValueError(f"{descriptions_path}: no description of {len(missing)} video(s) of {data_path} "
+                         f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); see the failure manifest "
+                         "beside it")
+    for record in records:
+        record["description"] = descriptions[record["doc_id"]]
+
+
 def train(model_path: str, train_data, eval_data, output_dir, settings: common.TrainSettings, weights: LossWeights,
           num_negs: int = 1, prompt_variant: str = "default",
-          options: models.LoadOptions = models.LoadOptions()):
-    """Train stage 2 into ``output_dir``; returns the Trainer (its model: the saved, merged one)."""
+          options: models.LoadOptions = models.LoadOptions(), descriptions=None):
+    """Train stage 2 into ``output_dir``; returns the Trainer (its model: the saved, merged one).
+    ``descriptions``: JSONL ``{doc_id, text}``; each pair's prompt then shows its video's description
+    after the query (and inference must show it too: the training record says so)."""
     common.set_threads(settings)
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
     train_records = common.read_records(train_data, ("query_id", "query", "doc_id", "videos"))
     eval_records = common.read_records(eval_data, ("query_id", "query", "doc_id", "videos"), allow_empty=True) if eval_data else None
     eval_records = eval_records or None
+    if descriptions:
+        for records, path in ((train_records, train_data), (eval_records or [], eval_data)):
+            attach_descriptions(records, descriptions, path)
     model, processor = common.prepare_model(model_path, settings, options)
     yes_id, no_id = prompts.single_answer_ids(processor.tokenizer)
     trainer_class = make_trainer_class()
@@ -148,8 +170,9 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
                             weights=weights, yes_id=yes_id, no_id=no_id, num_negs=num_negs,
                             groups_per_batch=groups_per_batch)
     common.train_and_save(trainer, checkpoints, processor, output_dir, "stage2", model_path, settings,
-                          {"train": train_data, "eval": eval_data},
-                          extra={"prompt_variant": prompt_variant, "loss_weights": asdict(weights), "num_negs": num_negs})
+                          {"train": train_data, "eval": eval_data, "descriptions": descriptions},
+                          extra={"prompt_variant": prompt_variant, "loss_weights": asdict(weights), "num_negs": num_negs,
+                                 "descriptions": bool(descriptions)})
     return trainer
 
 
@@ -161,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True)
     add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=3, grad_accum=8, max_frames=24)
     parser.add_argument("--num-negs", type=int, default=1)
+    parser.add_argument("--descriptions", help="JSONL {doc_id, text}: a description of each video, shown after the "
+                                               "query (score the model with the same descriptions)")
     parser.add_argument("--prompt-variant", choices=list(prompts.RERANK_VARIANTS), default="default",
                         help="the prompt to train with; score the model with the same one")
     defaults = LossWeights()
@@ -211,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup()
     weights = LossWeights(**{name: getattr(args, name) for name in CONFIG_KEYS})
     train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args), weights,
-          num_negs=args.num_negs, prompt_variant=args.prompt_variant, options=models.LoadOptions(cache_dir=args.cache_dir))
+          num_negs=args.num_negs, prompt_variant=args.prompt_variant, options=models.LoadOptions(cache_dir=args.cache_dir),
+          descriptions=args.descriptions)
     return 0
 
 

@@ -24,6 +24,10 @@ from rankvideo.evaluate import FUSED_SUFFIX
 # systems scored by a model (a fused system reuses its model's predictions)
 SCORED = list(dict.fromkeys(s.removesuffix(FUSED_SUFFIX) for s in SYSTEMS if s != "first_stage"))
 TRAINED = ["stage1", "stage2"] if config["train_stage1"]["enabled"] else ["stage2"]
+COPY_PRETRAIN = config["copy_pretrain"]["steps"] > 0
+DESCRIBE = config["descriptions"]["enabled"]
+if DESCRIBE and not config["train_stage1"]["enabled"]:
+    raise ValueError("descriptions.enabled needs train_stage1.enabled: the stage-1 model writes the descriptions")
 SHARDS = [str(i) for i in range(config["rerank"]["shards"])]
 EVAL = config["evaluation"]
 
@@ -115,15 +119,38 @@ def train_stage1_inputs(wildcards):
             **model_input("base"), **videos_input()}
 
 
-def stage2_init(wildcards=None):
-    """Stage 2 starts from stage 1 (the paper's curriculum) or, with stage 1 off, from the base."""
+def stage1_output():
+    """The model stage 1 hands on: its own folder (the paper's curriculum) or, with stage 1 off, the base."""
     return "results/models/stage1" if config["train_stage1"]["enabled"] else model_path("base")
+
+
+def stage2_init(wildcards=None):
+    """Stage 2 starts from stage 1's model, copy-pretrained first when copy_pretrain.steps > 0."""
+    return "results/models/stage1-copy" if COPY_PRETRAIN else stage1_output()
+
+
+def copy_pretrain_inputs(wildcards):
+    inputs = {"stage1_train": "results/training_data/stage1_train.jsonl", "train": "results/training_data/train.jsonl"}
+    if stage1_output().startswith("results/"):
+        inputs["model"] = stage1_output()
+    return inputs
+
+
+DESCRIPTIONS = "results/descriptions/descriptions.jsonl"
+
+
+def describe_inputs(wildcards):
+    return {"model": "results/models/stage1", "train": "results/training_data/train.jsonl",
+            "eval": "results/training_data/eval.jsonl", "video2queries": "results/first_stage/video2queries_test.json",
+            **videos_input()}
 
 
 def train_stage2_inputs(wildcards):
     inputs = {"train": "results/training_data/train.jsonl", "eval": "results/training_data/eval.jsonl", **videos_input()}
     if stage2_init().startswith("results/"):
         inputs["model"] = stage2_init()
+    if DESCRIBE:
+        inputs["descriptions"] = DESCRIPTIONS
     return inputs
 
 
@@ -184,6 +211,8 @@ def rerank_inputs(wildcards):
     model = model_source(wildcards.system)
     if model.startswith("results/"):
         inputs["model"] = model
+    if DESCRIBE and wildcards.system == "stage2":  # the system trained with descriptions
+        inputs["descriptions"] = DESCRIPTIONS
     if SYNTHETIC:
         inputs["videos"] = f"{BENCHMARK}/videos"
     return inputs
@@ -200,6 +229,8 @@ def gpus(section):
     """GPUs a GPU rule's job asks for by default (slurm/config.yaml's set-resources may change it):
     a training's DDP processes, vLLM's tensor_parallel; 1 otherwise."""
     settings = config[section]
+    if section == "copy_pretrain":
+        return 1
     if section.startswith("train_stage"):
         return settings["processes"] or 1
     return (settings["tensor_parallel"] or 1) if settings["backend"] == "vllm" else 1

@@ -1,4 +1,5 @@
-# Stage 1 (caption SFT) and stage 2 (reranker) training, and the loss curves of both.
+# Stage 1 (caption SFT), copy pretraining (tiny models only, copy_pretrain.steps > 0), stage 2
+# (reranker) training, and the loss curves of both stages.
 
 
 rule train_stage1:
@@ -22,6 +23,29 @@ rule train_stage1:
         "../envs/rankvideo.yaml"
     script:
         "../scripts/train_stage1.py"
+
+
+rule copy_pretrain:
+    input:
+        unpack(copy_pretrain_inputs),
+    output:
+        directory("results/models/stage1-copy"),
+    params:
+        model=lambda wildcards: stage1_output(),
+        settings=config["copy_pretrain"],
+        models=config["models"],
+        seed=config["seed"],
+    resources:
+        gpu=gpus("copy_pretrain"),
+    threads: 2
+    log:
+        "results/logs/copy_pretrain.log",
+    benchmark:
+        "results/benchmarks/copy_pretrain.tsv"
+    conda:
+        "../envs/rankvideo.yaml"
+    script:
+        "../scripts/copy_pretrain.py"
 
 
 rule train_stage2:

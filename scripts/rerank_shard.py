@@ -8,4 +8,4 @@ with logs.to_file(snakemake.log[0]):
               snakemake.input.queries, snakemake.params.videos, Path(snakemake.output.summary).parent,
               snakemake.params.shard, snakemake.params.shards,
               pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "rerank_shard"), snakemake.params.models,
-              model_name=snakemake.wildcards.system)
+              model_name=snakemake.wildcards.system, descriptions=getattr(snakemake.input, "descriptions", None))

@@ -59,9 +59,11 @@ def test_pipeline_end_to_end(tmp_path):
     # one log per rule, benchmark files on heavy rules, per-query table and plots
     for log in ["synthetic_benchmark.log", "first_stage/test.log", "evaluate/first_stage.log", "metrics.log",
                 "tiny_model/vlm.log", "rerank/base/0.log", "rerank/stage2/1.log", "gather_rerank/base.log",
-                "captions.log", "teacher_labels.log", "training_data.log", "train_stage1.log", "train_stage2.log"]:
+                "captions.log", "teacher_labels.log", "training_data.log", "train_stage1.log", "copy_pretrain.log",
+                "describe.log", "train_stage2.log"]:
         assert (repo / "results/logs" / log).stat().st_size > 0, log
-    for bench in ["synthetic_benchmark.tsv", "rerank/base/0.tsv", "train_stage2.tsv", "captions.tsv"]:
+    for bench in ["synthetic_benchmark.tsv", "rerank/base/0.tsv", "train_stage2.tsv", "captions.tsv", "describe.tsv",
+                  "copy_pretrain.tsv"]:
         assert (repo / "results/benchmarks" / bench).exists()
     assert len(pd.read_csv(repo / "results/per_query/ndcg_cut_10.tsv", sep="\t")) == n_test
     for plot in ["ndcg_at_k.png", "loss_curves.png"]:
@@ -77,21 +79,28 @@ def test_pipeline_end_to_end(tmp_path):
     assert report["splits"]["train"]["queries"] + report["splits"]["eval"]["queries"] == n_train
     captions = formats.read_id_text_jsonl(repo / "results/captions/captions.jsonl")
     assert set(captions) == set(formats.read_video2queries(repo / "results/first_stage/video2queries_train.json"))
+    # copy pretraining, then stage 2 with the stage-1 model's description of every video it meets
+    copied = json.loads((repo / "results/models/stage1-copy/copy_pretrain.json").read_text())
+    assert copied["model"] == "results/models/stage1" and len(copied["loss"]) == 3 and "red" in copied["words"]
     record = json.loads((repo / "results/models/stage2/rankvideo_training.json").read_text())
-    assert record["stage"] == "stage2" and record["base_model"] == "results/models/stage1"
-    # benchmarks/stage2_variant.py retrains stage 2 in the finished folder with the stage-1 model's own
-    # captions in the prompt, scores every candidate pair and evaluates as the metrics table does
+    assert record["stage"] == "stage2" and record["base_model"] == "results/models/stage1-copy"
+    assert record["descriptions"] is True
+    descriptions = formats.read_id_text_jsonl(repo / "results/descriptions/descriptions.jsonl")
+    met = {r["doc_id"] for split in ("train", "eval") for r in formats.read_jsonl(repo / f"results/training_data/{split}.jsonl")}
+    assert set(descriptions) == met | set(v2q)
+    assert formats.read_json(repo / "results/rerank/stage2/shards/0/run_info.json")["descriptions"]["sha256"]
+    assert formats.read_json(repo / "results/rerank/stage1/shards/0/run_info.json")["descriptions"] is None
+    # benchmarks/stage2_variant.py retrains stage 2 in the finished folder (as the config does: from the
+    # copy-pretrained model, with the descriptions), scores every candidate pair and evaluates as the
+    # metrics table does
     variant = tmp_path / "variant"
-    subprocess.run([sys.executable, "benchmarks/stage2_variant.py", "--work", str(variant), "--description", "self",
+    subprocess.run([sys.executable, "benchmarks/stage2_variant.py", "--work", str(variant),
                     "--teacher", "query-likelihood", "--steps", "2", "--config", "config/test.yaml"], cwd=repo,
                    check=True, capture_output=True, timeout=900)
     result = json.loads((variant / "result.json").read_text())
     assert result["first_stage"] == pytest.approx(table.set_index("system").loc["first_stage", "ndcg_cut_10"], abs=5e-5)
-    own = formats.read_id_text_jsonl(variant / "self_captions.jsonl")
-    assert set(own) == {p.stem for p in (repo / "results/benchmark/videos").glob("*.mp4")}
-    own = {doc: text.replace("<think>", "").replace("</think>", "").strip() for doc, text in own.items()}
-    assert all(row["query"].endswith(f"\nVideo description: {own[row['doc_id']]}")
-               for row in formats.read_jsonl(variant / "train.jsonl"))
+    assert formats.read_id_text_jsonl(variant / "descriptions.jsonl") == descriptions
+    assert json.loads((variant / "stage2/rankvideo_training.json").read_text())["base_model"] == "results/models/stage1-copy"
     teacher: dict = {}  # the query-likelihood teacher: one p_yes per pair, spread within each query
     for row in formats.read_jsonl(variant / "train.jsonl"):
         teacher.setdefault(row["query_id"], []).append(row["teacher_p_yes"])
@@ -120,7 +129,8 @@ def test_default_config_plans_the_full_dag(repo_copy):
     result = snakemake(repo_copy, "-n", "--cores", "2")
     rules = planned_rules(result.stdout + result.stderr)
     assert rules == {"synthetic_benchmark": 1, "tiny_model": 2, "first_stage": 2, "captions": 1, "teacher_labels": 1,
-                     "training_data": 1, "train_stage1": 1, "train_stage2": 1, "rerank_shard": 6, "gather_rerank": 3,
+                     "training_data": 1, "train_stage1": 1, "copy_pretrain": 1, "describe": 1, "train_stage2": 1,
+                     "rerank_shard": 6, "gather_rerank": 3,
                      "evaluate": 5, "metrics": 1, "loss_curves": 1, "all": 1}, rules
 
 

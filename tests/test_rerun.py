@@ -64,11 +64,20 @@ PARAMETER_CHANGES = {
     "train_stage2:\n  lr: 1.0e-4\n": (
         {"train_stage2": 1, "rerank_shard": 2, "gather_rerank": 1, "evaluate": 2, "metrics": 1, "loss_curves": 1},
         {"stage2"}, {"stage2", "stage2+fusion"}),
-    # stage 1 and, since stage 2 starts from it, stage 2
+    # stage 1 and, since stage 2 starts from it (copied first) and reads its descriptions, stage 2
     "train_stage1:\n  lr: 2.0e-3\n": (
-        {"train_stage1": 1, "train_stage2": 1, "rerank_shard": 4, "gather_rerank": 2, "evaluate": 3, "metrics": 1,
+        {"train_stage1": 1, "copy_pretrain": 1, "describe": 1, "train_stage2": 1, "rerank_shard": 4, "gather_rerank": 2, "evaluate": 3, "metrics": 1,
          "loss_curves": 1},
         {"stage1", "stage2"}, {"stage1", "stage2", "stage2+fusion"}),
+    # copy pretraining or the descriptions: stage 2 and what follows it, not stage 1
+    "copy_pretrain:\n  lr: 2.0e-3\n": (
+        {"copy_pretrain": 1, "train_stage2": 1, "rerank_shard": 2, "gather_rerank": 1, "evaluate": 2, "metrics": 1,
+         "loss_curves": 1},
+        {"stage2"}, {"stage2", "stage2+fusion"}),
+    "descriptions:\n  max_new_tokens: 8\n": (
+        {"describe": 1, "train_stage2": 1, "rerank_shard": 2, "gather_rerank": 1, "evaluate": 2, "metrics": 1,
+         "loss_curves": 1},
+        {"stage2"}, {"stage2", "stage2+fusion"}),
     # the prompt: stage 2 is trained with the prompt every system is scored with
     "rerank:\n  prompt_variant: query_first\n": (
         {"train_stage2": 1, "rerank_shard": 6, "gather_rerank": 3, "evaluate": 4, "metrics": 1, "loss_curves": 1},
@@ -103,7 +112,7 @@ FORCED = {
                      "loss_curves": 1},
     # the README's first example: everything after the data and the tiny models
     "first_stage": {"first_stage": 2, "captions": 1, "teacher_labels": 1, "training_data": 1, "train_stage1": 1,
-                    "train_stage2": 1, "rerank_shard": 6, "gather_rerank": 3, "evaluate": 5, "metrics": 1,
+                    "copy_pretrain": 1, "describe": 1, "train_stage2": 1, "rerank_shard": 6, "gather_rerank": 3, "evaluate": 5, "metrics": 1,
                     "loss_curves": 1},
 }
 

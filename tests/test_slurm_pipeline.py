@@ -25,10 +25,10 @@ from slurm_cluster import SLURM_CONF, LocalSlurm, pid_alive, skip_without_local_
 TARGETS = ["results/metrics.tsv", "results/plots/loss_curves.png"]
 CONFIG = ["--configfile", "config/test.yaml"]
 # the rules that need a GPU on a real cluster (their resources in slurm/config.yaml)
-GPU_RULES = ["captions", "teacher_labels", "train_stage1", "train_stage2", "rerank_shard"]
+GPU_RULES = ["captions", "teacher_labels", "train_stage1", "copy_pretrain", "describe", "train_stage2", "rerank_shard"]
 # every rule not in the Snakefile's `localrules:` is a Slurm job: rule -> jobs of config/test.yaml
-SLURM_JOBS = {"tiny_model": 2, "captions": 1, "teacher_labels": 1, "train_stage1": 1, "train_stage2": 1,
-              "rerank_shard": 6}
+SLURM_JOBS = {"tiny_model": 2, "captions": 1, "teacher_labels": 1, "train_stage1": 1, "copy_pretrain": 1,
+              "describe": 1, "train_stage2": 1, "rerank_shard": 6}
 LOCAL_RULES = ["synthetic_benchmark", "first_stage", "training_data", "gather_rerank", "evaluate", "metrics",
                "loss_curves"]
 

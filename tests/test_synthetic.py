@@ -248,24 +248,3 @@ def test_query_likelihood_words_queries_as_captions_and_batches_like_single_pair
         expected = sum(float(logprobs[t - 1, ids[t]]) for t in range(start, len(ids)))
         assert value == pytest.approx(expected, abs=1e-4)
     assert batched[0] > batched[1]  # a shorter query has fewer (negative) log-probabilities to add
-
-
-def test_copy_pretrain_learns_the_repeated_half_and_saves_a_loadable_model(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
-    from copy_pretrain import copy_pretrain, repeated_texts, vocabulary
-    from rankvideo.backends.hf import HFBackend
-    from rankvideo.make_tiny_model import build_tiny_vlm
-
-    words = vocabulary()
-    assert {"red", "circles", "upward", "checkered", "moving"} <= set(words)
-    text = repeated_texts(__import__("random").Random(0), words, 1)[0]
-    first, second = text.split("\n")
-    assert first == second and 5 <= len(first.split()) <= 14
-    out = tmp_path / "copied"
-    losses = copy_pretrain(str(build_tiny_vlm(tmp_path / "vlm", seed=3)), out, steps=60, batch_size=8, lr=1e-3, seed=0)
-    assert len(losses) == 60 and sum(losses[-10:]) / 10 < losses[0] - 2  # from ~log(vocab): words become predictable
-    record = formats.read_json(out / "copy_pretrain.json")
-    assert record["steps"] == 60 and record["words"] == words
-    HFBackend(str(out), device="cpu")  # loads like any model folder

@@ -1,0 +1,27 @@
+# Descriptions (descriptions.enabled; not in REFERENCE.md): the stage-1 model captions every
+# training and test candidate video once; stage 2 is trained and scored with that caption after
+# the query.
+
+
+rule describe:
+    input:
+        unpack(describe_inputs),
+    output:
+        descriptions=DESCRIPTIONS,
+        failures="results/descriptions/failures.jsonl",
+    params:
+        settings=config["descriptions"],
+        video=config["train_stage1"]["video"],
+        models=config["models"],
+        videos=video_source,
+    resources:
+        gpu=gpus("descriptions"),
+    threads: 2
+    log:
+        "results/logs/describe.log",
+    benchmark:
+        "results/benchmarks/describe.tsv"
+    conda:
+        "../envs/rankvideo.yaml"
+    script:
+        "../scripts/describe.py"
