@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     add_run_arguments(parser)  # --work: this variant's data, model and result
     parser.add_argument("--description", choices=["config", "none", "self", "reference"], default="config")
     parser.add_argument("--motion-words", choices=["caption", "query"], default="caption")
+    parser.add_argument("--positive-grade", type=int, help="positives are pairs with true_label >= this (default: "
+                                                           "the training data's, training_data.positive_grade)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="train_stage2 overrides")
     parser.add_argument("--steps", type=int, help="max_steps (default: the config's)")
     parser.add_argument("--init", help="the model stage 2 starts from (default: the pipeline's)")
@@ -136,13 +138,22 @@ def main(argv=None) -> int:
         rows = formats.read_jsonl(f"results/training_data/{split}.jsonl")
         if teacher is not None:
             likelihood_teacher(rows, teacher, settings)
+        if args.positive_grade is not None:
+            for row in rows:
+                row["positive"] = row["true_label"] is not None and row["true_label"] >= args.positive_grade
         formats.write_jsonl(work / f"{split}.jsonl", rows)
     stage2 = dict(cfg["train_stage2"])
     for item in args.set:
         key, value = item.split("=", 1)
         if key not in stage2:
             raise SystemExit(f"--set {item}: {key!r} is not a train_stage2 key")
-        stage2[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML reads 6e-4 (no dot) as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        stage2[key] = parsed
     if args.steps:
         stage2["max_steps"] = args.steps
     model, variant = work / "stage2", cfg["rerank"]["prompt_variant"]

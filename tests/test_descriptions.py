@@ -124,15 +124,13 @@ def test_stage2_records_its_descriptions_and_a_missing_one_is_named(described, t
 
     record = json.loads((described["root"] / "stage2/rankvideo_training.json").read_text())
     assert record["descriptions"] is True and "descriptions" in record["data"]
-    partial = tmp_path / "partial.jsonl"
-    rows = formats.read_jsonl(described["root"] / "descriptions.jsonl")
-    formats.write_jsonl(partial, rows[1:])
     records = formats.read_jsonl(described["data"] / "train.jsonl")
-    if rows[0]["doc_id"] in {r["doc_id"] for r in records}:
-        with pytest.raises(ValueError, match=rows[0]["doc_id"]):
-            train_reranker.attach_descriptions(records, partial, described["data"] / "train.jsonl")
-    with pytest.raises(ValueError, match="partial.jsonl"):
-        train_reranker.attach_descriptions(records + [{"doc_id": "v-none"}], partial, "train.jsonl")
+    missing = records[0]["doc_id"]
+    partial = tmp_path / "partial.jsonl"
+    formats.write_jsonl(partial, [r for r in formats.read_jsonl(described["root"] / "descriptions.jsonl")
+                                  if r["doc_id"] != missing])
+    with pytest.raises(ValueError, match=rf"partial\.jsonl: no description of 1 video\(s\) of .*train\.jsonl \({missing}\)"):
+        train_reranker.attach_descriptions(records, partial, described["data"] / "train.jsonl")
 
 
 def test_a_model_trained_with_descriptions_is_scored_with_them(described, tmp_path):
