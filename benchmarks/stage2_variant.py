@@ -23,7 +23,8 @@ teacher p_yes by the stage-1 model's likelihood of each training query as its ca
 (in the captions' words, z-scored within the query, p_yes = sigmoid(2 z); with ``--set
 lambda_distill=5``); ``--init`` starts stage 2 from another model folder (default: the one the
 pipeline's stage 2 starts from, ``results/models/stage1-copy`` with copy pretraining, else
-``results/models/stage1``; e.g. ``results/models/tiny-vlm``, no stage 1). The work folder keeps the trained model, the scores and
+``results/models/stage1``; e.g. ``results/models/tiny-vlm``, no stage 1). ``--positive-grade 2``
+makes only exact matches positives. The work folder keeps the trained model, the scores and
 ``result.json``; an existing model there is scored again, not retrained.
 """
 

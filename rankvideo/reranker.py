@@ -53,13 +53,18 @@ class VLMReranker:
     def _videos(self, video_paths: Sequence[str], settings: VideoSettings) -> dict[str, LoadedVideo]:
         return {path: load_video(path, settings) for path in dict.fromkeys(video_paths)}
 
+    def _described(self, queries: Sequence[str], descriptions: Sequence[str | None]) -> list[str]:
+        """Each query with its description (:func:`rankvideo.prompts.with_description`); a model trained
+        with descriptions refuses a pair without one."""
+        if self.needs_descriptions and any(d is None for d in descriptions):
+            raise ValueError(f"{self.model_name} was trained with a description of each video after the query; "
+                             "pass one for every pair (score_batch(..., descriptions=[...]) / score_video(..., description))")
+        return [prompts.with_description(q, d) for q, d in zip(queries, descriptions)]
+
     def score_video(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> list[dict]:
         """Scores of several queries for one decoded video (see :func:`rankvideo.video.load_video`),
         each shown with the video's ``description`` when given."""
-        if self.needs_descriptions and description is None:
-            raise ValueError(f"{self.model_name} was trained with a description of each video after the query; "
-                             "pass the video's description")
-        texts = [prompts.with_description(query, description) for query in queries]
+        texts = self._described(queries, [description] * len(queries))
         return [_with_alias(s) for s in self.backend.score_video(video, texts)]
 
     def score_batch(self, queries: Sequence[str], video_paths: Sequence[str], fps: float | None = None,
@@ -71,11 +76,7 @@ class VLMReranker:
             raise ValueError(f"{len(queries)} queries but {len(video_paths)} video paths")
         if descriptions is not None and len(descriptions) != len(queries):
             raise ValueError(f"{len(queries)} queries but {len(descriptions)} descriptions")
-        if self.needs_descriptions and descriptions is None:
-            raise ValueError(f"{self.model_name} was trained with a description of each video after the query; "
-                             "pass descriptions=[...] (one per pair)")
-        if descriptions is not None:
-            queries = [prompts.with_description(q, d) for q, d in zip(queries, descriptions)]
+        queries = self._described(queries, descriptions or [None] * len(queries))
         videos = self._videos(video_paths, self._settings(fps, max_frames))
         by_video: dict[str, list[int]] = {}
         for index, path in enumerate(video_paths):

@@ -198,7 +198,8 @@ def test_rule_resources_ask_for_the_gpus_the_config_uses(repo_copy):
     """`gpu` of each GPU job (what --profile slurm passes as --gpus) = DDP processes / vLLM tensor_parallel."""
     (repo_copy / "parallel.yaml").write_text("train_stage1: {processes: 2}\ntrain_stage2: {processes: 4}\n"
                                              "rerank: {backend: vllm, tensor_parallel: 2}\n"
-                                             "teacher: {backend: vllm, tensor_parallel: 8}\n")
+                                             "teacher: {backend: vllm, tensor_parallel: 8}\n"
+                                             "descriptions: {backend: vllm, tensor_parallel: 2}\n")
     result = snakemake(repo_copy, "results/metrics.tsv", "-n", "--configfile", "config/test.yaml", "parallel.yaml")
     gpus = {}
     for block in (result.stdout + result.stderr).split("\n\n"):
@@ -207,4 +208,5 @@ def test_rule_resources_ask_for_the_gpus_the_config_uses(repo_copy):
             found = [line.split("gpu=", 1)[1].split(",")[0] for line in chunk.splitlines() if "resources:" in line and "gpu=" in line]
             if found:
                 gpus.setdefault(name, set()).add(int(found[0]))
-    assert gpus == {"train_stage1": {2}, "train_stage2": {4}, "rerank_shard": {2}, "teacher_labels": {8}, "captions": {1}}
+    assert gpus == {"train_stage1": {2}, "train_stage2": {4}, "rerank_shard": {2}, "teacher_labels": {8}, "captions": {1},
+                    "copy_pretrain": {1}, "describe": {2}}

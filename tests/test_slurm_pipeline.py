@@ -142,23 +142,25 @@ def test_pipeline_through_slurm_matches_local_run(tmp_path: Path, capsys) -> Non
 
     # the same results as the local run: the metrics table byte for byte, the files behind it too
     # (model weights, scores, runs, per-query tables); logs, benchmarks, timings inside the rerank
-    # summaries, caption metadata and training records (paths, times; a checkpoint folder's run.json
-    # holds its starting model's file times) are allowed to differ
+    # summaries, caption and description metadata and training records (paths, times; a checkpoint
+    # folder's run.json holds its starting model's file times) are allowed to differ
     assert (repo / "results/metrics.tsv").read_bytes() == (local / "results/metrics.tsv").read_bytes()
     same, different = compare_tree(repo, local, "results/**/*")
     diff = max_prediction_diff(repo, local)
-    captions = [{k: v for k, v in json.loads(line).items() if k != "meta"}
-                for line in (repo / "results/captions/captions.jsonl").read_text().splitlines()]
-    local_captions = [{k: v for k, v in json.loads(line).items() if k != "meta"}
-                      for line in (local / "results/captions/captions.jsonl").read_text().splitlines()]
+
+    def without_meta(root: Path, name: str) -> list[dict]:  # captions and descriptions: meta holds timings
+        return [{k: v for k, v in json.loads(line).items() if k != "meta"}
+                for line in (root / "results" / name).read_text().splitlines()]
+
     with capsys.disabled():
         print(f"\nSlurm pipeline: local run {local_s:.0f} s; Slurm up {up_s:.0f} s, snakemake --profile slurm "
               f"{slurm_s:.0f} s ({len(completed)} Slurm jobs); {len(same)} result files identical, "
               f"{len(different)} differ; max prediction score difference {diff:.3g}")
-    assert captions == local_captions
+    for name in ("captions/captions.jsonl", "descriptions/descriptions.jsonl"):
+        assert without_meta(repo, name) == without_meta(local, name), name
     must_match = [p for p in different if not p.startswith(("results/logs/", "results/benchmarks/"))
                   and not p.endswith(("run_info.json", "summary.json", "loss_history.json", "trainer_state.json",
                                       "rankvideo_training.json", "checkpoints/run.json",
-                                      "captions/captions.jsonl"))]
+                                      "captions/captions.jsonl", "descriptions/descriptions.jsonl"))]
     assert not must_match, must_match
     assert diff == 0.0
