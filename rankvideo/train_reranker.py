@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from . import logs, models, prompts
+from . import formats, logs, models, prompts
 from .training import common
 from .training.losses import CONFIG_KEYS, LossWeights, reranker_loss
 from .training.sampler import GroupBatchSampler
@@ -133,8 +133,6 @@ def attach_descriptions(records: list[dict], descriptions_path, data_path) -> No
     """Set each record's ``description`` (shown after its query, :func:`rankvideo.prompts.with_description`)
     from the JSONL ``{doc_id, text}`` at ``descriptions_path``; a record whose video has none is an
     error that names it (the describe rule's failure manifest says why)."""
-    from . import formats
-
     descriptions = formats.read_id_text_jsonl(descriptions_path)
     missing = sorted({r["doc_id"] for r in records if r["doc_id"] not in descriptions})
     if missing:

@@ -140,7 +140,7 @@ DESCRIPTIONS = "results/descriptions/descriptions.jsonl"
 
 
 def describe_inputs(wildcards):
-    return {"model": "results/models/stage1", "train": "results/training_data/train.jsonl",
+    return {"model": stage1_output(), "train": "results/training_data/train.jsonl",
             "eval": "results/training_data/eval.jsonl", "video2queries": "results/first_stage/video2queries_test.json",
             **videos_input()}
 
