@@ -24,7 +24,9 @@ teacher p_yes by the stage-1 model's likelihood of each training query as its ca
 lambda_distill=5``); ``--init`` starts stage 2 from another model folder (default: the one the
 pipeline's stage 2 starts from, ``results/models/stage1-copy`` with copy pretraining, else
 ``results/models/stage1``; e.g. ``results/models/tiny-vlm``, no stage 1). ``--positive-grade 2``
-makes only exact matches positives. The work folder keeps the trained model, the scores and
+makes only exact matches positives. ``--swap-negatives``, ``--video-swap`` and ``--score-descriptions
+shuffled`` are the probes of ``benchmarks/results/stage2_variants.md`` (2026-11-30, third part), each
+explained by its ``--help``. The work folder keeps the trained model, the scores and
 ``result.json``; an existing model there is scored again, not retrained.
 """
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 from pathlib import Path
 
 QUERY_MOTION_WORDS = {"from right to left": "left", "from left to right": "right", "upward": "up", "downward": "down"}
@@ -100,6 +103,15 @@ def main(argv=None) -> int:
     parser.add_argument("--motion-words", choices=["caption", "query"], default="caption")
     parser.add_argument("--positive-grade", type=int, help="positives are pairs with true_label >= this (default: "
                                                            "the training data's, training_data.positive_grade)")
+    parser.add_argument("--swap-negatives", type=int, default=0, metavar="K",
+                        help="K more negatives per positive training pair: its video with one attribute word of the "
+                             "query changed (-1: one per attribute named; benchmarks/swap_probe.py)")
+    parser.add_argument("--video-swap", type=float, default=0.0, metavar="P",
+                        help="train with a random other training video in place of a pair's own, with probability P "
+                             "(the description and label stay the pair's): stage 2 must read the text")
+    parser.add_argument("--score-descriptions", choices=["own", "shuffled"], default="own",
+                        help="score each test pair with its video's description or with another video's (a fixed "
+                             "seeded permutation): what the trained model takes from the description")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="train_stage2 overrides")
     parser.add_argument("--steps", type=int, help="max_steps (default: the config's)")
     parser.add_argument("--init", help="the model stage 2 starts from (default: the pipeline's)")
@@ -142,6 +154,17 @@ def main(argv=None) -> int:
         if args.positive_grade is not None:
             for row in rows:
                 row["positive"] = row["true_label"] is not None and row["true_label"] >= args.positive_grade
+        if args.swap_negatives and split == "train":
+            from swap_probe import add_swaps
+            # the test queries are read only to keep their attribute combinations out of the swapped queries
+            rows, added = add_swaps(rows, args.swap_negatives,
+                                    list(formats.read_queries("results/benchmark/queries_test.tsv").values()), cfg["seed"])
+            print(f"{added} swap negatives added", flush=True)
+        if args.video_swap:
+            rng, pool = random.Random(cfg["seed"]), sorted({row["videos"][0] for row in rows})
+            for row in rows:
+                if rng.random() < args.video_swap:
+                    row["videos"] = [rng.choice(pool)]
         formats.write_jsonl(work / f"{split}.jsonl", rows)
     stage2 = dict(cfg["train_stage2"])
     for item in args.set:
@@ -165,14 +188,18 @@ def main(argv=None) -> int:
                                "descriptions": str(descriptions) if descriptions else None})
 
     queries = formats.read_queries("results/benchmark/queries_test.tsv")
+    if args.score_descriptions == "shuffled":
+        docs = sorted(captions)
+        captions = dict(zip(docs, [captions[d] for d in random.Random(0).sample(docs, len(docs))]))
     backend = HFBackend(str(model), device=args.device, prompt_variant=variant, answer_tokens="single")
     scores = score_candidates(lambda doc, video, qids: [
         row["logit_delta"] for row in backend.score_video(video, [prompts.with_description(queries[q], captions.get(doc))
                                                                  for q in qids])],
         settings, str(video_dir))
-    formats.write_json(work / "scores.json", scores)
+    suffix = "" if args.score_descriptions == "own" else "-shuffled"  # a second scoring of the same model
+    formats.write_json(work / f"scores{suffix}.json", scores)
     variant_args = {k: v for k, v in vars(args).items() if k not in ("work", "config")}
-    formats.write_json(work / "result.json", compare_with_first_stage(scores, cfg, "stage2", {"variant": variant_args}))
+    formats.write_json(work / f"result{suffix}.json", compare_with_first_stage(scores, cfg, "stage2", {"variant": variant_args}))
     return 0
 
 

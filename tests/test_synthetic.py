@@ -248,3 +248,46 @@ def test_query_likelihood_words_queries_as_captions_and_batches_like_single_pair
         expected = sum(float(logprobs[t - 1, ids[t]]) for t in range(start, len(ids)))
         assert value == pytest.approx(expected, abs=1e-4)
     assert batched[0] > batched[1]  # a shorter query has fewer (negative) log-probabilities to add
+
+
+def test_attribute_errors_puts_a_missed_attribute_below_exact_matches_only_where_the_scores_check_it():
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from attribute_errors import attribute_errors
+
+    query = {"count": 2, "colour": "red", "shape": "circle", "background": "black"}
+    exact = {"count": 2, "colour": "red", "shape": "circle", "motion": "up", "background": "black"}
+    videos = {"exact": exact, "no-colour": exact | {"colour": "blue"}, "no-count": exact | {"count": 3},
+              "two-off": exact | {"count": 1, "colour": "green"}}
+    checks = ("count", "shape", "background")  # a scorer blind to colour: counts matches of the others
+    run = {"q": {doc: float(sum(attrs[a] == query[a] for a in checks)) for doc, attrs in videos.items()}}
+    table = attribute_errors(run, {"q": query}, videos)
+    assert set(table) == {"exact", "colour", "count"}  # two-off misses two attributes: in neither row
+    assert table["colour"] == table["exact"] and table["count"][0] < table["exact"][0]
+    assert table["exact"][1] == 1
+
+
+def test_swap_probe_changes_one_attribute_and_keeps_test_combinations_out():
+    import random
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from swap_probe import add_swaps, attributes, swap
+
+    for attrs in ({"colour": "red"}, {"count": 2, "shape": "square", "motion": "left"},
+                  {"count": 1, "colour": "blue", "shape": "diamond", "motion": "up", "background": "grey"}):
+        text = describe(attrs)
+        assert attributes(text) == attrs
+        for which in range(len(attrs)):
+            swapped = swap(text, random.Random(which), which)
+            if swapped is None:  # count is not swapped
+                continue
+            changed = {a for a, v in attributes(swapped).items() if attrs[a] != v}
+            assert len(changed) == 1 and set(attributes(swapped)) == set(attrs), swapped
+    positive = {"query_id": "q", "query": describe({"colour": "red", "shape": "circle"}), "positive": True}
+    rows, added = add_swaps([positive, {**positive, "positive": False}], -1, [], seed=0)
+    assert added == 2 and all(r["positive"] is False and r["swap"] for r in rows[2:])
+    test_query = describe({"colour": "blue", "shape": "circle"})
+    rows, added = add_swaps([positive], 3, [test_query], seed=0)  # "a blue circle" would be the test query
+    assert added == 3 and test_query not in {r["query"] for r in rows}

@@ -1,0 +1,67 @@
+"""Can the tiny model learn word matching as text? Copy pretraining with a matching task mixed in.
+
+    python benchmarks/match_probe.py train --model M --output O --words JSONL:FIELD ... [copy_pretrain flags]
+    python benchmarks/match_probe.py accuracy MODEL
+
+``train`` runs :mod:`rankvideo.copy_pretrain` with a fraction (``COPY_FRACTION``, default 0.5, stays
+copying) of its texts replaced by ``"Query: q1 .. qm\\nVideo description: d1 .. dk\\nAnswer: yes|no"``:
+the query is 1-5 words of the description, and for "no" one of them is replaced by a word the
+description lacks. ``accuracy`` scores 200 fresh texts (seed 123) by the model's next-token logits
+of " yes" against " no" after "Answer:". Results in ``benchmarks/results/stage2_variants.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+from rankvideo import copy_pretrain
+
+_copy_texts = copy_pretrain.repeated_texts
+
+
+def mixed_texts(rng: random.Random, words: list[str], n: int) -> list[str]:
+    texts = []
+    for _ in range(n):
+        if rng.random() < float(os.environ.get("COPY_FRACTION", "0.5")):
+            texts += _copy_texts(rng, words, 1)
+            continue
+        description = [rng.choice(words) for _ in range(rng.randint(5, 14))]
+        query = rng.sample(description, min(len(description), rng.randint(1, 5)))
+        yes = rng.random() < 0.5
+        if not yes:
+            query[rng.randrange(len(query))] = rng.choice([w for w in words if w not in description])
+        texts.append(f"Query: {' '.join(query)}\nVideo description: {' '.join(description)}\nAnswer: "
+                     f"{'yes' if yes else 'no'}")
+    return texts
+
+
+def accuracy(model_path: str, n: int = 200) -> float:
+    import torch
+
+    from rankvideo import formats, models
+
+    model, processor = models.load_vlm(model_path, device="cpu", dtype="float32")
+    tokenizer = processor.tokenizer
+    words = formats.read_json(f"{model_path}/{copy_pretrain.RECORD}")["words"]
+    yes, no = (tokenizer(f" {w}", add_special_tokens=False).input_ids[0] for w in ("yes", "no"))
+    rng, right, total = random.Random(123), 0, 0
+    os.environ["COPY_FRACTION"] = "0"
+    model.eval()
+    for text in mixed_texts(rng, words, n):
+        prefix, answer = text.rsplit(" ", 1)
+        with torch.no_grad():
+            logits = model(input_ids=tokenizer(prefix, return_tensors="pt").input_ids).logits[0, -1]
+        right += ("yes" if logits[yes] > logits[no] else "no") == answer
+        total += 1
+    return right / total
+
+
+if __name__ == "__main__":
+    command, rest = sys.argv[1], sys.argv[2:]
+    if command == "accuracy":
+        print(f"match accuracy {accuracy(rest[0]):.3f}")
+        sys.exit(0)
+    copy_pretrain.repeated_texts = mixed_texts
+    sys.exit(copy_pretrain.main(rest))
