@@ -1,15 +1,16 @@
 """Can the tiny model learn word matching as text? Copy pretraining with a matching task mixed in.
 
     python benchmarks/match_probe.py train --model M --output O --words JSONL:FIELD ... [copy_pretrain flags]
-    python benchmarks/match_probe.py answer-only MODEL OUTPUT STEPS
+    python benchmarks/match_probe.py answer-only MODEL OUTPUT STEPS [LR]
     python benchmarks/match_probe.py accuracy MODEL
 
 ``train`` runs :mod:`rankvideo.copy_pretrain` with a fraction (``COPY_FRACTION``, default 0.5, stays
 copying) of its texts replaced by ``"Query: q1 .. qm\\nVideo description: d1 .. dk\\nAnswer: yes|no"``:
 the query is 1-5 words of the description, and for "no" one of them is replaced by a word the
 description lacks (``MATCH_QUERY_MAX`` words at most, default 5). ``answer-only`` trains on
-matching texts alone with the loss on the answer token only. ``accuracy`` scores 200 fresh texts (seed 123) by the model's next-token logits
-of " yes" against " no" after "Answer:". Results in ``benchmarks/results/stage2_variants.md``.
+matching texts alone with the loss on the answer token only (lr 1e-3 unless given). ``accuracy``
+scores 200 fresh texts (seed 123) by the model's next-token logits of " yes" against " no" after
+"Answer:". Results in ``benchmarks/results/stage2_variants.md``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def mixed_texts(rng: random.Random, words: list[str], n: int) -> list[str]:
             texts += _copy_texts(rng, words, 1)
             continue
         description = [rng.choice(words) for _ in range(rng.randint(5, 14))]
-        query = rng.sample(description, min(len(description), rng.randint(1, int(os.environ.get("MATCH_QUERY_MAX", "5")))))
+        size = rng.randint(1, int(os.environ.get("MATCH_QUERY_MAX", "5")))
+        query = rng.sample(description, min(len(description), size))
         yes = rng.random() < 0.5
         if not yes:
             query[rng.randrange(len(query))] = rng.choice([w for w in words if w not in description])
@@ -98,7 +100,7 @@ if __name__ == "__main__":
         print(f"match accuracy {accuracy(rest[0]):.3f}")
         sys.exit(0)
     if command == "answer-only":  # MODEL OUTPUT STEPS
-        train_answer_only(rest[0], rest[1], int(rest[2]))
+        train_answer_only(rest[0], rest[1], int(rest[2]), lr=float(rest[3]) if len(rest) > 3 else 1e-3)
         sys.exit(0)
     copy_pretrain.repeated_texts = mixed_texts
     sys.exit(copy_pretrain.main(rest))
