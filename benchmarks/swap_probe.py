@@ -10,47 +10,48 @@ from __future__ import annotations
 
 import random
 
-from rankvideo.synthetic import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
+from rankvideo.synthetic import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, describe
 
 VALUES = {"colour": list(COLOURS), "shape": list(SHAPES), "motion": list(MOTIONS), "background": list(BACKGROUNDS)}
 
 
-def _slots(words: list[str]) -> list[tuple[int, str, str]]:
-    """(word index, attribute, plural suffix) of each swappable word of a query (rankvideo.synthetic.describe's words)."""
-    slots = []
-    for i, word in enumerate(words):
-        if word in COLOURS:
-            slots.append((i, "colour", ""))
-        elif word.rstrip("s") in SHAPES:
-            slots.append((i, "shape", word[len(word.rstrip("s")):]))
-        elif i > 0 and words[i - 1] == "moving":
-            slots.append((i, "motion", ""))
-        elif i + 1 < len(words) and words[i + 1] == "background":
-            slots.append((i, "background", ""))
-    return slots
+def _inverse() -> dict[str, dict]:
+    """Every query text :func:`rankvideo.synthetic.describe` can write, mapped to its attributes."""
+    import itertools
+
+    from rankvideo.synthetic import COUNTS
+
+    table = {}
+    for count, colour, shape, motion, background in itertools.product(
+            (None, *COUNTS), *[(None, *VALUES[a]) for a in ("colour", "shape", "motion", "background")]):
+        attrs = {k: v for k, v in (("count", count), ("colour", colour), ("shape", shape), ("motion", motion),
+                                   ("background", background)) if v is not None}
+        table[describe(attrs)] = attrs
+    return table
+
+
+_ATTRIBUTES_OF: dict[str, dict] = {}
 
 
 def attributes(text: str) -> dict:
-    """The attributes a query names, read from its words (count from "a single" / "two" / "three")."""
-    words = text.lower().split()
-    found = {attr: (words[i][:len(words[i]) - len(suffix)] if suffix else words[i]) for i, attr, suffix in _slots(words)}
-    if words[:2] == ["a", "single"]:
-        found["count"] = 1
-    elif words and words[0] in ("two", "three"):
-        found["count"] = {"two": 2, "three": 3}[words[0]]
-    return found
+    """The attributes of a query that :func:`rankvideo.synthetic.describe` wrote (its exact inverse)."""
+    if not _ATTRIBUTES_OF:
+        _ATTRIBUTES_OF.update(_inverse())
+    if text not in _ATTRIBUTES_OF:
+        raise ValueError(f"{text!r} is not a query of the synthetic benchmark")
+    return dict(_ATTRIBUTES_OF[text])
 
 
 def swap(text: str, rng: random.Random, which: int | None = None) -> str | None:
-    """The query with one attribute word (the ``which``-th, else a random one) changed to another value."""
-    words = text.split()
-    slots = _slots(words)
+    """The query with one of its colour / shape / motion / background values (the ``which``-th it
+    names, else a random one) changed to another value, written again by ``describe``."""
+    attrs = attributes(text)
+    slots = [a for a in ("colour", "shape", "motion", "background") if a in attrs]
     if not slots or (which is not None and which >= len(slots)):
         return None
-    i, attr, suffix = rng.choice(slots) if which is None else slots[which]
-    old = words[i][:len(words[i]) - len(suffix)] if suffix else words[i]
-    words[i] = rng.choice([v for v in VALUES[attr] if v != old]) + suffix
-    return " ".join(words)
+    attr = rng.choice(slots) if which is None else slots[which]
+    attrs[attr] = rng.choice([v for v in VALUES[attr] if v != attrs[attr]])
+    return describe(attrs)
 
 
 def add_swaps(rows: list[dict], k: int, test_queries: list[str], seed: int) -> tuple[list[dict], int]:
