@@ -36,8 +36,10 @@ def mixed_texts(rng: random.Random, words: list[str], n: int) -> list[str]:
         yes = rng.random() < 0.5
         if not yes:
             query[rng.randrange(len(query))] = rng.choice([w for w in words if w not in description])
-        texts.append(f"Query: {' '.join(query)}\nVideo description: {' '.join(description)}\nAnswer: "
-                     f"{'yes' if yes else 'no'}")
+        parts = [f"Query: {' '.join(query)}", f"Video description: {' '.join(description)}"]
+        if os.environ.get("MATCH_ORDER") == "description-first":
+            parts.reverse()
+        texts.append("\n".join(parts) + f"\nAnswer: {'yes' if yes else 'no'}")
     return texts
 
 

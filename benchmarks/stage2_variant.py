@@ -12,7 +12,7 @@ candidates (``video2queries_test.json``), the benchmark's queries, qrels and ref
 scored with). ``--set`` overrides ``train_stage2`` keys.
 
 ``--description self`` puts the stage-1 model's own caption of each video into the training and the
-scoring prompt, after the query ("Video description: ...", :func:`rankvideo.prompts.with_description`,
+scoring prompt, before the query ("Video description: ...", :func:`rankvideo.prompts.render_rerank`,
 as the pipeline does with ``descriptions.enabled``): the describe rule's
 ``results/descriptions/descriptions.jsonl`` when the run has it, else written once into the work
 folder the same way; ``reference`` puts the benchmark's reference caption there; ``config`` (the
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from rankvideo import formats, launch, pipeline, prompts
+    from rankvideo import formats, launch, pipeline
     from rankvideo.backends.hf import HFBackend
 
     cfg, work = open_run(args)
@@ -193,8 +193,7 @@ def main(argv=None) -> int:
         captions = dict(zip(docs, [captions[d] for d in random.Random(0).sample(docs, len(docs))]))
     backend = HFBackend(str(model), device=args.device, prompt_variant=variant, answer_tokens="single")
     scores = score_candidates(lambda doc, video, qids: [
-        row["logit_delta"] for row in backend.score_video(video, [prompts.with_description(queries[q], captions.get(doc))
-                                                                 for q in qids])],
+        row["logit_delta"] for row in backend.score_video(video, [queries[q] for q in qids], captions.get(doc))],
         settings, str(video_dir))
     suffix = "" if args.score_descriptions == "own" else "-shuffled"  # a second scoring of the same model
     formats.write_json(work / f"scores{suffix}.json", scores)

@@ -13,8 +13,9 @@ Reranking prompts (:data:`RERANK_VARIANTS`):
   the video, other wording, no prefill; the score is read at the first assistant position), for
   checking published weights.
 
-Also here: the optional video description after the query (:func:`with_description`), the stage-1
-caption prompt, the teacher's evidence prompt and the answer-token sets.
+A variant can show a description of the video (``description=``; :data:`DESCRIPTION_LINE`) just
+before the query text. Also here: the stage-1 caption prompt, the teacher's evidence prompt and the
+answer-token sets.
 """
 
 from __future__ import annotations
@@ -40,15 +41,20 @@ class RerankPrompt:
     video_first: bool
     answer_prefix: str  # appended after the generation prompt; the score is read right after it
 
-    def user_content(self, query: str, video: Any = None) -> list[dict]:
-        text = {"type": "text", "text": self.user.format(query=query)}
+    def user_text(self, query: str, description: str | None = None) -> str:
+        """The user turn's text: the video's description line (when there is one), then the query's."""
+        text = self.user.format(query=query)
+        return text if description is None else DESCRIPTION_LINE.format(description=description) + text
+
+    def user_content(self, query: str, video: Any = None, description: str | None = None) -> list[dict]:
+        text = {"type": "text", "text": self.user_text(query, description)}
         video_item = {"type": "video", "video": video} if video is not None else {"type": "video"}
         return [video_item, text] if self.video_first else [text, video_item]
 
-    def messages(self, query: str, video: Any = None) -> list[dict]:
+    def messages(self, query: str, video: Any = None, description: str | None = None) -> list[dict]:
         return [
             {"role": "system", "content": [{"type": "text", "text": self.system}]},
-            {"role": "user", "content": self.user_content(query, video)},
+            {"role": "user", "content": self.user_content(query, video, description)},
         ]
 
 
@@ -80,16 +86,17 @@ def rerank_prompt(variant: str = "default") -> RerankPrompt:
         raise ValueError(f"unknown prompt variant {variant!r}; known: {', '.join(RERANK_VARIANTS)}") from None
 
 
-#: what follows the query when stage 2 reads a description of the video (``descriptions.enabled``;
-#: not in REFERENCE.md): the stage-1 model's own caption of the video
-DESCRIPTION_LINE = "\nVideo description: {description}"
-
-
-def with_description(query: str, description: str | None) -> str:
-    """The query text a reranking prompt shows: the query, then the video's description when there is
-    one. Training (:class:`rankvideo.train_reranker.PairCollator`) and inference
-    (:func:`rankvideo.rerank.rerank`, :class:`rankvideo.VLMReranker`) both put it in through here."""
-    return query if description is None else query + DESCRIPTION_LINE.format(description=description)
+#: what comes before the query text when stage 2 reads a description of the video
+#: (``descriptions.enabled``; not in REFERENCE.md): the stage-1 model's own caption of the video. It
+#: comes *before* the query so that, under causal attention, each query word can look back for itself
+#: in the description (after the query, only the answer position could compare the two; on the
+#: held-out seed-14 benchmark the tiny model then checked two attributes of five:
+#: benchmarks/results/stage2_variants.md, "fourth part").
+DESCRIPTION_LINE = "Video description: {description}\n"
+#: what a stage-2 training record says of a model trained with descriptions (``descriptions``), so that
+#: a model trained by an older version (``true``: the description after the query) is refused, not
+#: scored with a layout it never saw (:func:`rankvideo.rerank.needs_descriptions`)
+DESCRIPTION_LAYOUT = "before_query"
 
 
 def answer_text(relevant: bool) -> str:
@@ -97,14 +104,16 @@ def answer_text(relevant: bool) -> str:
     return f"{ANSWER_OPEN}{YES if relevant else NO}{ANSWER_CLOSE}"
 
 
-def render_rerank(processor_or_tokenizer, query: str, variant: str = "default") -> str:
-    """The exact text a model sees for one (query, video) pair, up to the scored position.
+def render_rerank(processor_or_tokenizer, query: str, variant: str = "default", description: str | None = None) -> str:
+    """The exact text a model sees for one (query, video) pair, up to the scored position; with the
+    video's ``description`` (:data:`DESCRIPTION_LINE`) before the query when given. Training
+    (:class:`rankvideo.train_reranker.PairCollator`) and every backend render through here.
 
     The video appears as the chat template renders it (one vision_start, video pad, vision_end);
     the processor expands the pad into the video's tokens.
     """
     prompt = rerank_prompt(variant)
-    text = processor_or_tokenizer.apply_chat_template(prompt.messages(query), tokenize=False,
+    text = processor_or_tokenizer.apply_chat_template(prompt.messages(query, description=description), tokenize=False,
                                                       add_generation_prompt=True)
     return text + prompt.answer_prefix
 

@@ -10,7 +10,7 @@ unreadable or incomplete ones; ``run_info.json`` records model, settings and cod
 folder holding scores of another model or code is refused (or cleared with ``--restart``).
 Videos that cannot be read go to ``failures.jsonl``. A model trained with video descriptions
 (``descriptions.enabled``) is scored with them (``--descriptions``: the query, then the video's
-description, :func:`rankvideo.prompts.with_description`); a video without one is a failure too.
+description, :func:`rankvideo.prompts.render_rerank`); a video without one is a failure too.
 Exit status: 0 when something was scored (or nothing was asked), 1 when pairs were asked but none
 could be scored, 2 on malformed input.
 """
@@ -217,7 +217,7 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
             continue
         start = time.perf_counter()
         description = descriptions[video_id] if descriptions is not None else None
-        scores = score_video(video, [prompts.with_description(queries[q], description) for q in qids])
+        scores = score_video(video, [queries[q] for q in qids], description)
         summary.seconds_scoring += time.perf_counter() - start
         formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
         summary.videos_scored += 1
@@ -333,6 +333,18 @@ def training_record(model: str) -> dict:
     return formats.read_json(record) if record.is_file() else {}
 
 
+def needs_descriptions(model: str, record: dict) -> bool:
+    """Whether the stage-2 folder ``model`` (its training ``record``) was trained with a description of
+    each video, so that scoring must show them too. A folder trained with another layout than this
+    version's (:data:`rankvideo.prompts.DESCRIPTION_LAYOUT`) is a ValueError that says what to do."""
+    layout = record.get("descriptions")
+    if layout and layout != prompts.DESCRIPTION_LAYOUT:
+        shown = "after the query" if layout is True else repr(layout)
+        raise ValueError(f"{model} was trained with each video's description {shown} (an older version); this "
+                         f"version shows it before the query: train it again (snakemake -R train_stage2)")
+    return bool(layout)
+
+
 def trained_prompt_variant(model: str) -> str | None:
     """The prompt variant a stage-2 folder made by this project was trained with; None for other models."""
     return training_record(model).get("prompt_variant")
@@ -366,10 +378,14 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     if trained_with and trained_with != prompt_variant:
         log.warning("%s was trained with the prompt variant %r; scoring it with %r reads the answer where it "
                     "was not trained to put it", model, trained_with, prompt_variant)
-    if record.get("descriptions") and not descriptions:
-        return (f"{model} was trained with a description of each video after the query; score it with the "
+    try:
+        described_training = needs_descriptions(model, record)
+    except ValueError as error:
+        return str(error)
+    if described_training and not descriptions:
+        return (f"{model} was trained with a description of each video before the query; score it with the "
                 "same descriptions (--descriptions, the describe rule's descriptions.jsonl)")
-    if descriptions and record.get("stage") == "stage2" and not record.get("descriptions"):
+    if descriptions and record.get("stage") == "stage2" and not described_training:
         log.warning("%s was trained without video descriptions; scoring it with them shows it a prompt it was "
                     "not trained on", model)
     try:

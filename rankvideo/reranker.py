@@ -24,10 +24,10 @@ class VLMReranker:
     def __init__(self, model_path: str, cache_dir: str | None = None, backend: str = "hf", *,
                  prompt_variant: str = "default", fps: float = 2.0, max_frames: int = 32, tokens_per_frame: int = 128,
                  video_settings: VideoSettings | None = None, answer_tokens: str = "auto", **backend_options):
-        from .rerank import resolve_answer_tokens, training_record
+        from .rerank import needs_descriptions, resolve_answer_tokens, training_record
 
         record = training_record(model_path)
-        self.needs_descriptions = bool(record.get("descriptions"))
+        self.needs_descriptions = needs_descriptions(model_path, record)
         self.backend = backends.create(backend, model_path, cache_dir=cache_dir, prompt_variant=prompt_variant,
                                        answer_tokens=resolve_answer_tokens(model_path, answer_tokens, record),
                                        **backend_options)
@@ -53,19 +53,17 @@ class VLMReranker:
     def _videos(self, video_paths: Sequence[str], settings: VideoSettings) -> dict[str, LoadedVideo]:
         return {path: load_video(path, settings) for path in dict.fromkeys(video_paths)}
 
-    def _described(self, queries: Sequence[str], descriptions: Sequence[str | None]) -> list[str]:
-        """Each query with its description (:func:`rankvideo.prompts.with_description`); a model trained
-        with descriptions refuses a pair without one."""
+    def _check_descriptions(self, descriptions: Sequence[str | None]) -> None:
+        """A model trained with descriptions refuses a pair without one."""
         if self.needs_descriptions and any(d is None for d in descriptions):
-            raise ValueError(f"{self.model_name} was trained with a description of each video after the query; "
+            raise ValueError(f"{self.model_name} was trained with a description of each video before the query; "
                              "pass one for every pair (score_batch(..., descriptions=[...]) / score_video(..., description))")
-        return [prompts.with_description(q, d) for q, d in zip(queries, descriptions)]
 
     def score_video(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> list[dict]:
         """Scores of several queries for one decoded video (see :func:`rankvideo.video.load_video`),
         each shown with the video's ``description`` when given."""
-        texts = self._described(queries, [description] * len(queries))
-        return [_with_alias(s) for s in self.backend.score_video(video, texts)]
+        self._check_descriptions([description])
+        return [_with_alias(s) for s in self.backend.score_video(video, queries, description)]
 
     def score_batch(self, queries: Sequence[str], video_paths: Sequence[str], fps: float | None = None,
                     max_frames: int | None = None, descriptions: Sequence[str] | None = None) -> list[dict]:
@@ -76,14 +74,15 @@ class VLMReranker:
             raise ValueError(f"{len(queries)} queries but {len(video_paths)} video paths")
         if descriptions is not None and len(descriptions) != len(queries):
             raise ValueError(f"{len(queries)} queries but {len(descriptions)} descriptions")
-        queries = self._described(queries, descriptions or [None] * len(queries))
+        descriptions = list(descriptions) if descriptions is not None else [None] * len(queries)
+        self._check_descriptions(descriptions)
         videos = self._videos(video_paths, self._settings(fps, max_frames))
-        by_video: dict[str, list[int]] = {}
-        for index, path in enumerate(video_paths):
-            by_video.setdefault(path, []).append(index)
+        groups: dict[tuple[str, str | None], list[int]] = {}  # one backend call per (video, description)
+        for index, key in enumerate(zip(video_paths, descriptions)):
+            groups.setdefault(key, []).append(index)
         results: list[dict | None] = [None] * len(queries)
-        for path, indices in by_video.items():
-            scores = self.backend.score_video(videos[path], [queries[i] for i in indices])
+        for (path, description), indices in groups.items():
+            scores = self.backend.score_video(videos[path], [queries[i] for i in indices], description)
             for index, score in zip(indices, scores):
                 results[index] = _with_alias(score)
         return results  # type: ignore[return-value]

@@ -42,8 +42,7 @@ class PairCollator:
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        texts = [prompts.render_rerank(self.processor, prompts.with_description(e["query"], e.get("description")),
-                                       self.variant) for e in examples]
+        texts = [prompts.render_rerank(self.processor, e["query"], self.variant, e.get("description")) for e in examples]
         batch = self.encoded.batch(texts, [e["videos"][0] for e in examples], padding_side="left")
         # a group is a positive and the negatives after it (the sampler's order): a new group starts at a
         # new query or at a second positive of the same query, so that two groups of one query stay two
@@ -130,7 +129,7 @@ def make_trainer_class():
 
 
 def attach_descriptions(records: list[dict], descriptions_path, data_path) -> None:
-    """Set each record's ``description`` (shown after its query, :func:`rankvideo.prompts.with_description`)
+    """Set each record's ``description`` (shown before its query, :func:`rankvideo.prompts.render_rerank`)
     from the JSONL ``{doc_id, text}`` at ``descriptions_path``; a record whose video has none is an
     error that names it (the describe rule's failure manifest says why)."""
     descriptions = formats.read_id_text_jsonl(descriptions_path)
@@ -148,7 +147,7 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
           options: models.LoadOptions = models.LoadOptions(), descriptions=None):
     """Train stage 2 into ``output_dir``; returns the Trainer (its model: the saved, merged one).
     ``descriptions``: JSONL ``{doc_id, text}``; each pair's prompt then shows its video's description
-    after the query (and inference must show it too: the training record says so)."""
+    before the query (and inference must show it too: the training record says so)."""
     common.set_threads(settings)
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
@@ -170,7 +169,7 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
     common.train_and_save(trainer, checkpoints, processor, output_dir, "stage2", model_path, settings,
                           {"train": train_data, "eval": eval_data, "descriptions": descriptions},
                           extra={"prompt_variant": prompt_variant, "loss_weights": asdict(weights), "num_negs": num_negs,
-                                 "descriptions": bool(descriptions)})
+                                 "descriptions": prompts.DESCRIPTION_LAYOUT if descriptions else None})
     return trainer
 
 

@@ -5,6 +5,7 @@ function, VLMReranker), and the errors when they are missing."""
 
 import json
 import random
+import shutil
 
 import pytest
 
@@ -17,18 +18,18 @@ from rankvideo.video import VideoResolver, VideoSettings
 SETTINGS = VideoSettings.with_tokens(4.0, 8, 4)
 
 
-def test_a_description_follows_the_query_in_the_prompt():
-    assert prompts.with_description("a red circle", None) == "a red circle"
-    text = prompts.with_description("a red circle", "Two blue squares move up.")
-    assert text == "a red circle\nVideo description: Two blue squares move up."
-
+def test_a_description_comes_before_the_query_in_the_prompt():
     class Template:  # the chat template's text is the user content in order; enough to see where the line goes
         def apply_chat_template(self, messages, tokenize, add_generation_prompt):
             return "|".join(item.get("text", "<video>") for m in messages for item in m["content"])
 
-    rendered = prompts.render_rerank(Template(), text)
-    assert rendered.endswith("<video>|Query: a red circle\nVideo description: Two blue squares move up.\n"
-                             "Is the video relevant? Answer with yes or no.<answer>")
+    plain = prompts.render_rerank(Template(), "a red circle")
+    assert plain.endswith("<video>|Query: a red circle\nIs the video relevant? Answer with yes or no.<answer>")
+    described = prompts.render_rerank(Template(), "a red circle", description="Two blue squares move up.")
+    assert described.endswith("<video>|Video description: Two blue squares move up.\nQuery: a red circle\n"
+                              "Is the video relevant? Answer with yes or no.<answer>")
+    # query-first variants keep the description right before the query too
+    assert prompts.render_rerank(Template(), "q", "query_first", "D.").split("|")[1].startswith("Video description: D.\nQuery: q")
 
 
 def test_caption_from_output_removes_the_think_tags():
@@ -123,7 +124,7 @@ def test_stage2_records_its_descriptions_and_a_missing_one_is_named(described, t
     from rankvideo import train_reranker
 
     record = json.loads((described["root"] / "stage2/rankvideo_training.json").read_text())
-    assert record["descriptions"] is True and "descriptions" in record["data"]
+    assert record["descriptions"] == prompts.DESCRIPTION_LAYOUT and "descriptions" in record["data"]
     records = formats.read_jsonl(described["data"] / "train.jsonl")
     missing = records[0]["doc_id"]
     partial = tmp_path / "partial.jsonl"
@@ -163,3 +164,14 @@ def test_a_model_trained_with_descriptions_is_scored_with_them(described, tmp_pa
     assert other["logit_delta"] != pytest.approx(same["logit_delta"], abs=1e-6)
     with pytest.raises(ValueError, match="description"):
         reranker.score_batch([queries["q1"]], [path])
+    # a folder trained by an older version (the description after the query) is refused, not mis-scored
+    old = tmp_path / "old-stage2"
+    shutil.copytree(described["stage2"], old)
+    record = formats.read_json(old / "rankvideo_training.json")
+    assert record["descriptions"] == prompts.DESCRIPTION_LAYOUT
+    formats.write_json(old / "rankvideo_training.json", {**record, "descriptions": True})
+    message = rerank.run(str(old), v2q, queries, described["resolver"], tmp_path / "old", SETTINGS,
+                         options={"device": "cpu"}, progress=False, descriptions=partial)
+    assert isinstance(message, str) and "after the query" in message and "train_stage2" in message
+    with pytest.raises(ValueError, match="after the query"):
+        VLMReranker(str(old), device="cpu", video_settings=SETTINGS)

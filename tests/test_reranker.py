@@ -58,9 +58,27 @@ def test_shared_prefix_equals_per_pair_forward(backend, videos, suffixes, query_
 
 
 def test_split_prompts_equals_rendering_each(backend):
-    prefix, suffixes = backend.split_prompts(QUERIES + ["{query} with braces", "ünïcode and \\ backslash"])
-    for query, suffix in zip(QUERIES + ["{query} with braces", "ünïcode and \\ backslash"], suffixes):
-        assert (prefix, suffix) == backend.split_prompt(query)
+    queries = QUERIES + ["{query} with braces", "ünïcode and \\ backslash"]
+    for description in (None, "Two red circles move left.", "A {single} blue square.", None):
+        prefix, suffixes = backend.split_prompts(queries, description)  # the suffix template follows the description
+        for query, suffix in zip(queries, suffixes):
+            assert (prefix, suffix) == backend.split_prompt(query, description)
+            assert (description is not None) == suffix.startswith(f"Video description: {description}\n")
+
+
+def test_shared_prefix_with_descriptions_equals_per_pair(backend, videos):
+    """One video scored with two descriptions in turn: each call's scores are the per-pair forward's
+    with that description, and the description changes them."""
+    video = load_video(videos[0], SETTINGS)
+    shared = [backend.score_video(video, QUERIES, d) for d in ("Two red circles move left.", "A blue square.")]
+    backend.mode = "per_pair"
+    try:
+        per_pair = [backend.score_video(video, QUERIES, d) for d in ("Two red circles move left.", "A blue square.")]
+    finally:
+        backend.mode = "shared_prefix"
+    for one, other in zip(shared, per_pair):
+        assert [s["logit_delta"] for s in one] == pytest.approx([s["logit_delta"] for s in other], abs=1e-5)
+    assert shared[0][0]["logit_delta"] != pytest.approx(shared[1][0]["logit_delta"], abs=1e-6)
 
 
 def test_speed_switches_keep_scores(tiny_vlm, videos, backend):

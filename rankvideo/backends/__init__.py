@@ -21,8 +21,9 @@ class Backend(Protocol):
     name: str
     model_name: str
 
-    def score_video(self, video: LoadedVideo, queries: Sequence[str]) -> list[dict]:
-        """One score dict per query, in order."""
+    def score_video(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> list[dict]:
+        """One score dict per query, in order; each prompt shows the video's ``description`` when given
+        (:func:`rankvideo.prompts.render_rerank`)."""
 
     def generate(self, video: LoadedVideo | None, messages: list[dict], max_new_tokens: int) -> str:
         """Greedy continuation of a chat (its video item, if any, is ``video``)."""

@@ -114,7 +114,7 @@ class HFBackend:
         self.yes_ids = torch.tensor(yes, device=self.device)
         self.no_ids = torch.tensor(no, device=self.device)
         self._cache_kw = _cache_keyword(self.model.model.language_model.forward)
-        self._suffix_template: tuple[str, str, str] | None = None
+        self._suffix_template: tuple[tuple[str, str | None], str, str] | None = None  # ((prefix, description), suffix, marker)
         _batch_vision_attention(self.model)
         self._split_attention = _use_split_attention(self.model)
         if self.compile:
@@ -148,8 +148,8 @@ class HFBackend:
                                 do_sample_frames=False, do_resize=False, padding=True, return_tensors="pt", **on_device)
         return inputs.to(self.device) if to_device else inputs
 
-    def _render(self, query: str) -> str:
-        return prompts.render_rerank(self.processor, query, self.prompt.name)
+    def _render(self, query: str, description: str | None = None) -> str:
+        return prompts.render_rerank(self.processor, query, self.prompt.name, description)
 
     def _scores_from_logits(self, logits) -> list[dict]:
         import torch
@@ -161,47 +161,48 @@ class HFBackend:
 
     # ------------------------------------------------------------------ scoring
 
-    def score_video(self, video: LoadedVideo, queries: Sequence[str]) -> list[dict]:
+    def score_video(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> list[dict]:
         if not queries:
             return []
         self._activate()
         if self.mode == "per_pair" or len(queries) == 1:  # one query: one full forward is cheapest
             with self._kernels():
-                return [score for query in queries for score in self._score_pair(video, query)]
+                return [score for query in queries for score in self._score_pair(video, query, description)]
         with self._kernels(masked=True):
-            return self._score_shared_prefix(video, list(queries))
+            return self._score_shared_prefix(video, list(queries), description)
 
-    def _score_pair(self, video: LoadedVideo, query: str) -> list[dict]:
+    def _score_pair(self, video: LoadedVideo, query: str, description: str | None = None) -> list[dict]:
         import torch
 
-        inputs = self._processor_inputs([self._render(query)], video)
+        inputs = self._processor_inputs([self._render(query, description)], video)
         with torch.inference_mode():
             out = self.model.model(**inputs, use_cache=False)
             hidden = out.last_hidden_state[:, -1]
             return self._scores_from_logits(self.model.lm_head(hidden))
 
-    def split_prompt(self, query: str) -> tuple[str, str]:
-        """(system + video prefix, query suffix) of a video-first prompt, split after the video."""
-        text = self._render(query)
+    def split_prompt(self, query: str, description: str | None = None) -> tuple[str, str]:
+        """(system + video prefix, query suffix) of a video-first prompt, split after the video (the
+        description, when given, opens the suffix)."""
+        text = self._render(query, description)
         cut = text.rindex(VISION_END) + len(VISION_END)
         return text[:cut], text[cut:]
 
-    def split_prompts(self, queries: Sequence[str]) -> tuple[str, list[str]]:
-        """(shared prefix, suffixes) of several queries' prompts.
+    def split_prompts(self, queries: Sequence[str], description: str | None = None) -> tuple[str, list[str]]:
+        """(shared prefix, suffixes) of several queries' prompts (one video, one description).
 
-        The chat template is rendered once with a marker in place of the query and the suffixes are
-        filled in from it; the first query is also rendered in full and must give the same text (else
-        every query is rendered, as :meth:`split_prompt` does)."""
-        prefix, first = self.split_prompt(queries[0])
-        if self._suffix_template is None or self._suffix_template[0] != prefix:
+        The chat template is rendered once per (prefix, description) with a marker in place of the
+        query and the suffixes are filled in from it; the first query is also rendered in full and must
+        give the same text (else every query is rendered, as :meth:`split_prompt` does)."""
+        prefix, first = self.split_prompt(queries[0], description)
+        if self._suffix_template is None or self._suffix_template[0] != (prefix, description):
             marker = "\u2063RANKVIDEO-QUERY\u2063"
-            marker_prefix, marker_suffix = self.split_prompt(marker)
+            marker_prefix, marker_suffix = self.split_prompt(marker, description)
             ok = marker_prefix == prefix and marker_suffix.count(marker) == 1
-            self._suffix_template = (prefix, marker_suffix if ok else "", marker)
+            self._suffix_template = ((prefix, description), marker_suffix if ok else "", marker)
         _, template, marker = self._suffix_template
         if template and template.replace(marker, queries[0]) == first:
             return prefix, [first] + [template.replace(marker, q) for q in queries[1:]]
-        splits = [self.split_prompt(q) for q in queries]
+        splits = [self.split_prompt(q, description) for q in queries]
         if any(p != prefix for p, _ in splits):
             raise AssertionError("video-first prompts must share their prefix")
         return prefix, [s for _, s in splits]
@@ -227,7 +228,7 @@ class HFBackend:
             next_position = int(positions[:, 0, -1].max()) + 1
         return cache, next_position, prefix_len
 
-    def _score_shared_prefix(self, video: LoadedVideo, queries: list[str]) -> list[dict]:
+    def _score_shared_prefix(self, video: LoadedVideo, queries: list[str], description: str | None = None) -> list[dict]:
         """The video's prefix once, the queries as suffixes packed into batch-1 sequences.
 
         ``suffixes="merged"``: prefix + first chunk in one forward (no cache unless more chunks follow);
@@ -236,7 +237,7 @@ class HFBackend:
         prompt) and a boolean mask (the prefix plus its own suffix up to itself); the cache grows by the
         packed tokens during a call and is cut back to the prefix after it. Only the last position of
         each suffix goes through lm_head."""
-        prefix, suffixes = self.split_prompts(queries)
+        prefix, suffixes = self.split_prompts(queries, description)
         tokenizer = self.processor.tokenizer
         ids = tokenizer(suffixes, add_special_tokens=False)["input_ids"]
         chunks = [ids[i:i + self.query_batch_size] for i in range(0, len(ids), self.query_batch_size)]

@@ -249,8 +249,8 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ inputs
 
-    def render(self, query: str) -> str:
-        return prompts.render_rerank(self.processor, query, self.prompt.name)
+    def render(self, query: str, description: str | None = None) -> str:
+        return prompts.render_rerank(self.processor, query, self.prompt.name, description)
 
     @staticmethod
     def video_input(video: LoadedVideo, uuid: str | None = None) -> dict:
@@ -261,12 +261,12 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ scoring
 
-    def score_video(self, video: LoadedVideo, queries: Sequence[str]) -> list[dict]:
+    def score_video(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> list[dict]:
         if not queries:
             return []
         start = time.perf_counter()
         media = self.video_input(video)
-        requests = [{"prompt": self.render(query), **media} for query in queries]
+        requests = [{"prompt": self.render(query, description), **media} for query in queries]
         outputs = self.llm.generate(requests, self._score_params, use_tqdm=False)
         scores = [pair_scores(*self._engine.answer_logprobs(out)) for out in outputs]
         self.last_token_counts = [(len(out.prompt_token_ids), int(out.num_cached_tokens or 0)) for out in outputs]
