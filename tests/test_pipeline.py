@@ -84,7 +84,7 @@ def test_pipeline_end_to_end(tmp_path):
     assert copied["model"] == "results/models/stage1" and len(copied["loss"]) == 3 and "red" in copied["words"]
     record = json.loads((repo / "results/models/stage2/rankvideo_training.json").read_text())
     assert record["stage"] == "stage2" and record["base_model"] == "results/models/stage1-copy"
-    assert record["descriptions"] is True
+    assert record["descriptions"] == "before_query"  # rankvideo.prompts.DESCRIPTION_LAYOUT
     descriptions = formats.read_id_text_jsonl(repo / "results/descriptions/descriptions.jsonl")
     met = {r["doc_id"] for split in ("train", "eval") for r in formats.read_jsonl(repo / f"results/training_data/{split}.jsonl")}
     assert set(descriptions) == met | set(v2q)
