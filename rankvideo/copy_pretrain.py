@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -90,15 +89,12 @@ def copy_pretrain(model_path: str, output, words: list[str], steps: int, batch_s
         if step % 50 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             log.info("step %d: loss %.4f", step + 1, losses[-1])
-    output = Path(output)
-    partial = output.with_name(output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial, safe_serialization=True)
-    processor.save_pretrained(partial)
-    formats.write_json(partial / RECORD, {"model": str(model_path), "steps": steps, "batch_size": batch_size, "lr": lr,
-                                          "seed": seed, "words": words, "loss": [round(x, 4) for x in losses]})
-    shutil.rmtree(output, ignore_errors=True)
-    partial.rename(output)
+    with formats.atomic_dir(output) as partial:
+        model.save_pretrained(partial, safe_serialization=True)
+        processor.save_pretrained(partial)
+        formats.write_json(partial / RECORD, {"model": str(model_path), "steps": steps, "batch_size": batch_size,
+                                              "lr": lr, "seed": seed, "words": words,
+                                              "loss": [round(x, 4) for x in losses]})
     return losses
 
 

@@ -76,6 +76,25 @@ def atomic_open(path: PathLike, mode: str = "w"):
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: PathLike):
+    """A fresh folder ``<path>.partial`` to write into; when the block ends without an error it
+    replaces ``path``. A killed writer leaves only the ``.partial`` folder, cleared on the next try."""
+    import shutil
+
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    partial.rename(path)
+
+
 def write_text(path: PathLike, text: str) -> None:
     with atomic_open(path) as handle:
         handle.write(text)

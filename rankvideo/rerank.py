@@ -9,8 +9,8 @@ logprob_no, logit_delta, p_yes}}}``, written atomically. A rerun skips finished 
 unreadable or incomplete ones; ``run_info.json`` records model, settings and code version, and a
 folder holding scores of another model or code is refused (or cleared with ``--restart``).
 Videos that cannot be read go to ``failures.jsonl``. A model trained with video descriptions
-(``descriptions.enabled``) is scored with them (``--descriptions``: the query, then the video's
-description, :func:`rankvideo.prompts.render_rerank`); a video without one is a failure too.
+(``descriptions.enabled``) is scored with them (``--descriptions``: the video's description, then
+the query, :func:`rankvideo.prompts.render_rerank`); a video without one is a failure too.
 Exit status: 0 when something was scored (or nothing was asked), 1 when pairs were asked but none
 could be scored, 2 on malformed input.
 """
@@ -162,7 +162,7 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
            progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None) -> RerankSummary:
     """Score the videos ``video_ids`` (default: all of video2queries) into ``output_dir``.
 
-    ``score_video(loaded_video, [query texts]) -> [score dicts]`` is a backend's or
+    ``score_video(loaded_video, [query texts], description) -> [score dicts]`` is a backend's or
     VLMReranker's method. The next ``decode_ahead`` videos are decoded in background threads while
     the current one is scored (0: decode, then score, one after the other). ``descriptions``
     ({video id: text}): each query is shown with its video's description; a video without one is
@@ -451,20 +451,17 @@ def gather(shard_dirs: Sequence, first_stage_path, predictions_dir, run_path, fa
     from .evaluate import rerank_run
 
     predictions_dir = Path(predictions_dir)
-    tmp = predictions_dir.with_name(predictions_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     failures, totals = [], {}
-    for shard_dir in map(Path, shard_dirs):
-        for path in sorted(shard_dir.glob("*_reranking_*.json")):
-            shutil.copy2(path, tmp / path.name)
-        failure_file = shard_dir / FailureLog.FILENAME
-        if failure_file.exists():
-            failures += formats.read_jsonl(failure_file, required=("video_id", "path", "reason"))
-        for key, value in formats.read_json(shard_dir / SUMMARY).items():
-            totals[key] = totals.get(key, 0) + value if isinstance(value, (int, float)) else sorted(set(totals.get(key, [])) | set(value))
-    shutil.rmtree(predictions_dir, ignore_errors=True)
-    tmp.rename(predictions_dir)
+    with formats.atomic_dir(predictions_dir) as partial:
+        for shard_dir in map(Path, shard_dirs):
+            for path in sorted(shard_dir.glob("*_reranking_*.json")):
+                shutil.copy2(path, partial / path.name)
+            failure_file = shard_dir / FailureLog.FILENAME
+            if failure_file.exists():
+                failures += formats.read_jsonl(failure_file, required=("video_id", "path", "reason"))
+            for key, value in formats.read_json(shard_dir / SUMMARY).items():
+                totals[key] = (totals.get(key, 0) + value if isinstance(value, (int, float))
+                               else sorted(set(totals.get(key, [])) | set(value)))
     formats.write_jsonl(failures_path, failures)
     formats.write_json(summary_path, totals)
     scores = formats.read_prediction_dir(predictions_dir, score_field)

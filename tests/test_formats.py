@@ -148,3 +148,20 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         formats.write_jsonl(target, records())
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_atomic_dir_replaces_the_folder_only_when_whole(tmp_path):
+    target = tmp_path / "model"
+    (target / "old").mkdir(parents=True)
+    (tmp_path / "model.partial").mkdir()  # a killed writer's leftover
+    (tmp_path / "model.partial" / "stale").write_text("x")
+    with pytest.raises(RuntimeError):
+        with formats.atomic_dir(target) as partial:
+            assert not (partial / "stale").exists()  # cleared before writing
+            (partial / "half").write_text("x")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and (target / "old").is_dir()
+    with formats.atomic_dir(target) as partial:
+        (partial / "new").write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in target.iterdir()] == ["new"]
