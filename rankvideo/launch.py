@@ -8,6 +8,11 @@ processes comes from :func:`rankvideo.pipeline.train_processes` (the config's ``
 the job's ``gpu`` resource).
 
     python -m torch.distributed.run --nproc_per_node 2 -m rankvideo.launch results/models/stage2.launch.json
+
+Stage 2 may train several *candidates* (``train_stage2.candidates``): the same run with the seeds
+``seed, seed+1, ...``, each into ``<output>.candidates/seed-S``, and keep the one whose training loss
+over its last tenth of steps is lowest (:func:`train_candidates`). On CPU with one process each they
+train at the same time, the job's threads shared between them; otherwise one after another.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import json
 import logging
 import os
 import socket
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -59,10 +66,8 @@ def train(spec: dict, processes: int, threads: int = 1) -> None:
     if processes <= 1:
         run_in_process(spec)
         return
-    spec_path = Path(str(spec["output"]) + ".launch.json")
-    formats.write_json(spec_path, spec)
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    spec_path = write_spec(spec)
+    env = package_env()
     import torch
 
     if not torch.cuda.is_available():
@@ -79,6 +84,99 @@ def train(spec: dict, processes: int, threads: int = 1) -> None:
                            f"{proc.returncode}; the ranks' output is above in this log")
 
 
+def write_spec(spec: dict) -> Path:
+    path = Path(str(spec["output"]) + ".launch.json")
+    formats.write_json(path, spec)
+    return path
+
+
+def package_env(**extra: str) -> dict:
+    """This environment, with this package importable by a child process."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+                **extra)
+
+
+def final_loss(history: list[dict], path="") -> float:
+    """Mean training loss logged over the last tenth of a run's steps (the Trainer's log)."""
+    losses = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry and "step" in entry]
+    if not losses:
+        raise ValueError(f"{path}: no training loss was logged (logging_steps larger than the run?)")
+    last = losses[-1][0]
+    tail = [loss for step, loss in losses if step >= 0.9 * last]
+    return sum(tail) / len(tail)
+
+
+def train_candidates(spec: dict, candidates: int, processes: int, threads: int = 1) -> dict[int, float]:
+    """Train ``candidates`` runs of the spec with the seeds ``seed .. seed+candidates-1`` and move
+    the one with the lowest :func:`final_loss` to the spec's output; returns {seed: final loss}.
+
+    Only training data decide: the tiny models' stage 2 escapes its chance-level plateau late or
+    not at all in some seeds, and such a run keeps a high training loss (README, "Several
+    candidates"). A finished candidate is not trained again after an interruption; an unfinished
+    one resumes from its checkpoints. The chosen folder's record lists every candidate's loss."""
+    if candidates <= 1:
+        train(spec, processes, threads)
+        return {}
+    from .training.common import RECORD
+
+    output = Path(spec["output"])
+    folder = output.with_name(output.name + ".candidates")
+    specs = [dict(spec, seed=spec["seed"] + k, output=str(folder / f"seed-{spec['seed'] + k}")) for k in range(candidates)]
+    todo = [s for s in specs if not (Path(s["output"]) / RECORD).is_file()]
+    import torch
+
+    if processes <= 1 and not torch.cuda.is_available() and len(todo) > 1:
+        each = max(1, int(spec["settings"].get("torch_threads") or threads) // len(todo))
+        run_concurrently([dict(s, settings=dict(s["settings"], torch_threads=each)) for s in todo], each)
+    else:
+        for s in todo:
+            log.info("stage-2 candidate with seed %d", s["seed"])
+            train(s, processes, threads)
+    losses = {s["seed"]: final_loss(formats.read_json(Path(s["output"]) / "loss_history.json"), s["output"])
+              for s in specs}
+    chosen = min(specs, key=lambda s: (losses[s["seed"]], s["seed"]))
+    log.info("candidates' final training losses %s: keeping seed %d",
+             ", ".join(f"seed {seed} {loss:.4f}" for seed, loss in losses.items()), chosen["seed"])
+    record_path = Path(chosen["output"]) / RECORD
+    record = formats.read_json(record_path)
+    record["candidates"] = {"chosen_seed": chosen["seed"], "selected_by": "final_training_loss",
+                            "final_training_loss": {str(seed): loss for seed, loss in losses.items()}}
+    formats.write_json(record_path, record)
+    shutil.rmtree(output, ignore_errors=True)
+    Path(chosen["output"]).rename(output)
+    shutil.rmtree(folder)
+    return losses
+
+
+def run_concurrently(specs: list[dict], threads: int) -> None:
+    """One ``python -m rankvideo.launch SPEC`` process per spec at once (``threads`` torch threads
+    each, no progress bars), their output lines prefixed with the seed in this process's stderr."""
+    procs = []
+    for spec in specs:
+        cmd = [sys.executable, "-m", "rankvideo.launch", str(write_spec(spec))]
+        proc = subprocess.Popen(cmd, env=package_env(OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1"),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        pump = threading.Thread(target=_prefix_lines, args=(proc.stdout, f"[seed {spec['seed']}] "), daemon=True)
+        pump.start()
+        procs.append((spec, proc, pump))
+    log.info("training %d candidates at once, %d thread(s) each", len(specs), threads)
+    failed = []
+    for spec, proc, pump in procs:
+        proc.wait()
+        pump.join()
+        if proc.returncode:
+            failed.append(f"seed {spec['seed']} (status {proc.returncode})")
+    if failed:
+        raise RuntimeError(f"{spec['stage']} candidates failed: {', '.join(failed)}; their output is above in this log")
+
+
+def _prefix_lines(stream, prefix: str) -> None:
+    for line in stream:
+        sys.stderr.write(prefix + line)
+    sys.stderr.flush()
+
+
 def train_rule(job, stage: str, model: str) -> None:
     """The train rules' script body: Snakemake's job object (inputs ``train``/``eval``, the config
     section as ``params.settings``, ``params.seed``, ``params.models``, resources, threads) in."""
@@ -90,7 +188,7 @@ def train_rule(job, stage: str, model: str) -> None:
     if stage == "stage2":
         spec["prompt_variant"] = job.params.prompt_variant  # trained with the prompt the rerank rule scores with
         spec["descriptions"] = getattr(job.input, "descriptions", None)  # descriptions.enabled: the describe rule's
-    train(spec, train_processes(settings, job.resources), job.threads)
+    train_candidates(spec, int(settings.get("candidates") or 1), train_processes(settings, job.resources), job.threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

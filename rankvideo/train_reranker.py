@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True)
     add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=3, grad_accum=8, max_frames=24)
     parser.add_argument("--num-negs", type=int, default=1)
-    parser.add_argument("--descriptions", help="JSONL {doc_id, text}: a description of each video, shown after the "
-                                               "query (score the model with the same descriptions)")
+    parser.add_argument("--descriptions", help="JSONL {doc_id, text}: a description of each video, shown before "
+                                               "the query (score the model with the same descriptions)")
     parser.add_argument("--prompt-variant", choices=list(prompts.RERANK_VARIANTS), default="default",
                         help="the prompt to train with; score the model with the same one")
     defaults = LossWeights()

@@ -85,6 +85,11 @@ def test_pipeline_end_to_end(tmp_path):
     record = json.loads((repo / "results/models/stage2/rankvideo_training.json").read_text())
     assert record["stage"] == "stage2" and record["base_model"] == "results/models/stage1-copy"
     assert record["descriptions"] == "before_query"  # rankvideo.prompts.DESCRIPTION_LAYOUT
+    # two candidates (seeds 42, 43) trained at once; the lower final training loss kept
+    losses = record["candidates"]["final_training_loss"]
+    assert sorted(losses) == ["42", "43"] and record["settings"]["seed"] == record["candidates"]["chosen_seed"]
+    assert losses[str(record["settings"]["seed"])] == min(losses.values())
+    assert "training 2 candidates at once" in (repo / "results/logs/train_stage2.log").read_text()
     descriptions = formats.read_id_text_jsonl(repo / "results/descriptions/descriptions.jsonl")
     met = {r["doc_id"] for split in ("train", "eval") for r in formats.read_jsonl(repo / f"results/training_data/{split}.jsonl")}
     assert set(descriptions) == met | set(v2q)

@@ -124,6 +124,38 @@ def test_checkpoints_of_another_run_are_not_resumed(data, tmp_path, caplog):
         assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4", "run.json"]
 
 
+def test_stage2_candidates_keep_the_lowest_final_training_loss(data, tmp_path, caplog):
+    """train_stage2.candidates: seeds 42..44; the one finished before an interruption is not trained
+    again, the other two train at once in their own processes, the lowest final loss is kept."""
+    from rankvideo import launch
+    from rankvideo.training.common import RECORD
+
+    out = tmp_path / "stage2"
+    section = dict(finetune="full", lr=1e-3, batch_size=2, max_steps=6, num_negs=1, lambda_distill=0.0, **SMALL)
+    spec = {"stage": "stage2", "model": data["model"], "train": str(data["data"] / "train.jsonl"), "eval": None,
+            "output": str(out), "settings": section, "seed": 42, "models": {"offline": True},
+            "prompt_variant": "default", "descriptions": None}
+    done = tmp_path / "stage2.candidates" / "seed-43"
+    launch.train(dict(spec, seed=43, output=str(done)), processes=1)
+    done_loss = launch.final_loss(formats.read_json(done / "loss_history.json"))
+    with caplog.at_level("INFO"):
+        found = launch.train_candidates(spec, 3, processes=1, threads=2)
+    assert "training 2 candidates at once, 1 thread(s) each" in caplog.text
+    assert sorted(found) == [42, 43, 44] and found[43] == done_loss and len(set(found.values())) == 3, found
+    chosen = min(found, key=found.get)
+    record = formats.read_json(out / RECORD)
+    assert record["candidates"] == {"chosen_seed": chosen, "selected_by": "final_training_loss",
+                                    "final_training_loss": {str(k): v for k, v in found.items()}}
+    assert record["settings"]["seed"] == chosen
+    assert launch.final_loss(formats.read_json(out / "loss_history.json")) == found[chosen]
+    assert not (tmp_path / "stage2.candidates").exists()
+    # the final loss is the mean over the last tenth of the logged steps
+    history = [{"step": s, "loss": float(s)} for s in range(1, 21)] + [{"step": 20, "eval_loss": 0.0}]
+    assert launch.final_loss(history) == pytest.approx((18 + 19 + 20) / 3)
+    with pytest.raises(ValueError, match="no training loss was logged"):
+        launch.final_loss([{"step": 5, "train_loss": 1.0}], "x")
+
+
 def test_stage2_evaluates_its_loss_at_checkpoints(data, tmp_path):
     from rankvideo import train_reranker
 
