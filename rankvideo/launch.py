@@ -112,7 +112,7 @@ def train_candidates(spec: dict, candidates: int, processes: int, threads: int =
     the one with the lowest :func:`final_loss` to the spec's output; returns {seed: final loss}.
 
     Only training data decide: the tiny models' stage 2 escapes its chance-level plateau late or
-    not at all in some seeds, and such a run keeps a high training loss (README, "Several
+    not at all in some seeds, and such a run keeps a high training loss (README, "Two
     candidates"). A finished candidate is not trained again after an interruption; an unfinished
     one resumes from its checkpoints. The chosen folder's record lists every candidate's loss."""
     if candidates <= 1:
