@@ -121,8 +121,7 @@ def train_candidates(spec: dict, candidates: int, processes: int, threads: int =
     from .training.common import RECORD
 
     output = Path(spec["output"])
-    folder = output.with_name(output.name + ".candidates")
-    specs = [dict(spec, seed=spec["seed"] + k, output=str(folder / f"seed-{spec['seed'] + k}")) for k in range(candidates)]
+    folder, specs = prepare_candidates(spec, candidates)
     todo = [s for s in specs if not (Path(s["output"]) / RECORD).is_file()]
     import torch
 
@@ -147,6 +146,29 @@ def train_candidates(spec: dict, candidates: int, processes: int, threads: int =
     Path(chosen["output"]).rename(output)
     shutil.rmtree(folder)
     return losses
+
+
+def prepare_candidates(spec: dict, candidates: int) -> tuple[Path, list[dict]]:
+    """The candidates' folder ``<output>.candidates`` and their specs. The folder keeps finished
+    candidates across an interruption only for the same run: ``candidates.json`` in it records the
+    spec, the starting model's identity and the data hashes; if they differ (or it is missing) the
+    folder is emptied first, so a changed setting or input never reuses an old candidate."""
+    from .training.common import file_sha256, model_identity
+
+    output = Path(spec["output"])
+    folder = output.with_name(output.name + ".candidates")
+    identity = json.loads(json.dumps({
+        "spec": {k: v for k, v in spec.items() if k != "output"}, "candidates": candidates,
+        "model": model_identity(spec["model"]),
+        "data": {k: file_sha256(spec[k]) for k in ("train", "eval", "descriptions") if spec.get(k)}}))
+    marker = folder / "candidates.json"
+    if folder.exists() and (not marker.is_file() or formats.read_json(marker) != identity):
+        log.info("%s holds candidates of another run; starting over", folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    formats.write_json(marker, identity)
+    return folder, [dict(spec, seed=spec["seed"] + k, output=str(folder / f"seed-{spec['seed'] + k}"))
+                    for k in range(candidates)]
 
 
 def run_concurrently(specs: list[dict], threads: int) -> None:

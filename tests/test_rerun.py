@@ -169,13 +169,16 @@ def test_the_plan_is_what_runs(done):
 
 def test_train_rule_runs_ddp_ranks_under_torchrun(done):
     """`processes: 2` (on a GPU cluster: the job's GPUs) makes the stage-2 rule start 2 gloo ranks
-    through torchrun; only rank 0 writes the model folder. (Last: it leaves stage 2 changed.)"""
+    through torchrun; only rank 0 writes the model folder. The test config's two candidates then
+    train one after another, each under torchrun. (Last: it leaves stage 2 changed.)"""
     (done / "ddp.yaml").write_text("train_stage2: {processes: 2}\n")
     result = snakemake(done, "results/models/stage2", *CONFIG, "ddp.yaml", "--cores", "2")
     assert planned_rules(result.stdout + result.stderr) == {"train_stage2": 1}
     log = (done / "results/logs/train_stage2.log").read_text()
-    assert "launching 2 training processes" in log
+    assert log.count("launching 2 training processes") == 2 and "candidates at once" not in log
+    assert "stage-2 candidate with seed 42" in log and "stage-2 candidate with seed 43" in log
     assert "rank 0 of 2: stage2" in log and "rank 1 of 2: stage2" in log
-    assert log.count("saved stage2 model") == 1
+    assert log.count("saved stage2 model") == 2  # rank 0 of each candidate
     record = json.loads((done / "results/models/stage2/rankvideo_training.json").read_text())
     assert record["settings"]["extra"]["processes"] == 2
+    assert sorted(record["candidates"]["final_training_loss"]) == ["42", "43"]

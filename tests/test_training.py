@@ -126,7 +126,8 @@ def test_checkpoints_of_another_run_are_not_resumed(data, tmp_path, caplog):
 
 def test_stage2_candidates_keep_the_lowest_final_training_loss(data, tmp_path, caplog):
     """train_stage2.candidates: seeds 42..44; the one finished before an interruption is not trained
-    again, the other two train at once in their own processes, the lowest final loss is kept."""
+    again (unless another run's), the other two train at once in their own processes, the lowest
+    final loss is kept."""
     from rankvideo import launch
     from rankvideo.training.common import RECORD
 
@@ -135,12 +136,18 @@ def test_stage2_candidates_keep_the_lowest_final_training_loss(data, tmp_path, c
     spec = {"stage": "stage2", "model": data["model"], "train": str(data["data"] / "train.jsonl"), "eval": None,
             "output": str(out), "settings": section, "seed": 42, "models": {"offline": True},
             "prompt_variant": "default", "descriptions": None}
-    done = tmp_path / "stage2.candidates" / "seed-43"
-    launch.train(dict(spec, seed=43, output=str(done)), processes=1)
-    done_loss = launch.final_loss(formats.read_json(done / "loss_history.json"))
+    # seed 43 of another run (another lr) finished, then the job was stopped: not reused
+    launch.train(launch.prepare_candidates(dict(spec, settings=dict(section, lr=5e-4)), 3)[1][1], processes=1)
+    with caplog.at_level("INFO"):
+        folder, specs = launch.prepare_candidates(spec, 3)
+    assert "holds candidates of another run; starting over" in caplog.text and not (folder / "seed-43").exists()
+    # seed 43 of this run finished before an interruption: kept
+    launch.train(specs[1], processes=1)
+    done_loss = launch.final_loss(formats.read_json(folder / "seed-43" / "loss_history.json"))
+    caplog.clear()
     with caplog.at_level("INFO"):
         found = launch.train_candidates(spec, 3, processes=1, threads=2)
-    assert "training 2 candidates at once, 1 thread(s) each" in caplog.text
+    assert "training 2 candidates at once, 1 thread(s) each" in caplog.text and "another run" not in caplog.text
     assert sorted(found) == [42, 43, 44] and found[43] == done_loss and len(set(found.values())) == 3, found
     chosen = min(found, key=found.get)
     record = formats.read_json(out / RECORD)
