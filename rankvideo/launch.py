@@ -183,14 +183,17 @@ def run_concurrently(specs: list[dict], threads: int) -> None:
         pump.start()
         procs.append((spec, proc, pump))
     log.info("training %d candidates at once, %d thread(s) each", len(specs), threads)
-    failed = []
-    for spec, proc, pump in procs:
-        proc.wait()
-        pump.join()
-        if proc.returncode:
-            failed.append(f"seed {spec['seed']} (status {proc.returncode})")
+    try:
+        for _, proc, pump in procs:
+            proc.wait()
+            pump.join()
+    except BaseException:  # interrupted: no candidate keeps training on its own
+        for _, proc, _ in procs:
+            proc.kill()
+        raise
+    failed = [f"seed {spec['seed']} (status {proc.returncode})" for spec, proc, _ in procs if proc.returncode]
     if failed:
-        raise RuntimeError(f"{spec['stage']} candidates failed: {', '.join(failed)}; their output is above in this log")
+        raise RuntimeError(f"{specs[0]['stage']} candidates failed: {', '.join(failed)}; their output is above in this log")
 
 
 def _prefix_lines(stream, prefix: str) -> None:

@@ -124,6 +124,13 @@ def test_checkpoints_of_another_run_are_not_resumed(data, tmp_path, caplog):
         assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4", "run.json"]
 
 
+def candidates_spec(data, train, out):
+    section = dict(finetune="full", lr=1e-3, batch_size=2, max_steps=6, num_negs=1, lambda_distill=0.0, **SMALL)
+    return {"stage": "stage2", "model": data["model"], "train": str(train), "eval": None, "output": str(out),
+            "settings": section, "seed": 42, "models": {"offline": True}, "prompt_variant": "default",
+            "descriptions": None}
+
+
 def test_stage2_candidates_keep_the_lowest_final_training_loss(data, tmp_path, caplog):
     """train_stage2.candidates: seeds 42..44; the one finished before an interruption is not trained
     again (unless another run's), the other two train at once in their own processes, the lowest
@@ -132,10 +139,8 @@ def test_stage2_candidates_keep_the_lowest_final_training_loss(data, tmp_path, c
     from rankvideo.training.common import RECORD
 
     out = tmp_path / "stage2"
-    section = dict(finetune="full", lr=1e-3, batch_size=2, max_steps=6, num_negs=1, lambda_distill=0.0, **SMALL)
-    spec = {"stage": "stage2", "model": data["model"], "train": str(data["data"] / "train.jsonl"), "eval": None,
-            "output": str(out), "settings": section, "seed": 42, "models": {"offline": True},
-            "prompt_variant": "default", "descriptions": None}
+    spec = candidates_spec(data, data["data"] / "train.jsonl", out)
+    section = spec["settings"]
     # seed 43 of another run (another lr) finished, then the job was stopped: not reused
     launch.train(launch.prepare_candidates(dict(spec, settings=dict(section, lr=5e-4)), 3)[1][1], processes=1)
     with caplog.at_level("INFO"):
@@ -161,6 +166,16 @@ def test_stage2_candidates_keep_the_lowest_final_training_loss(data, tmp_path, c
     assert launch.final_loss(history) == pytest.approx((18 + 19 + 20) / 3)
     with pytest.raises(ValueError, match="no training loss was logged"):
         launch.final_loss([{"step": 5, "train_loss": 1.0}], "x")
+
+
+def test_a_failed_candidate_fails_the_rule_naming_its_seed(data, tmp_path):
+    from rankvideo import launch
+
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"query_id": "q1"}\n')  # no query, doc_id or videos
+    with pytest.raises(RuntimeError, match=r"stage2 candidates failed: seed 42 \(status 1\), seed 43 \(status 1\)"):
+        launch.train_candidates(candidates_spec(data, bad, tmp_path / "stage2"), 2, processes=1, threads=2)
+    assert not (tmp_path / "stage2").exists()
 
 
 def test_stage2_evaluates_its_loss_at_checkpoints(data, tmp_path):
