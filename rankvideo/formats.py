@@ -91,8 +91,15 @@ def atomic_dir(path: PathLike):
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    replace_dir(partial, path)
+
+
+def replace_dir(source: PathLike, path: PathLike) -> None:
+    """Move the whole folder ``source`` to ``path`` (same file system), replacing what was there."""
+    import shutil
+
     shutil.rmtree(path, ignore_errors=True)
-    partial.rename(path)
+    Path(source).rename(path)
 
 
 def write_text(path: PathLike, text: str) -> None:

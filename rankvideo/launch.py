@@ -113,14 +113,14 @@ def train_candidates(spec: dict, candidates: int, processes: int, threads: int =
 
     Only training data decide: the tiny models' stage 2 escapes its chance-level plateau late or
     not at all in some seeds, and such a run keeps a high training loss (README, "Two
-    candidates"). A finished candidate is not trained again after an interruption; an unfinished
-    one resumes from its checkpoints. The chosen folder's record lists every candidate's loss."""
+    candidates"). After an interruption a finished candidate of the same run
+    (:func:`prepare_candidates`) is not trained again and an unfinished one resumes from its
+    checkpoints. The chosen folder's record lists every candidate's loss."""
     if candidates <= 1:
         train(spec, processes, threads)
         return {}
     from .training.common import RECORD
 
-    output = Path(spec["output"])
     folder, specs = prepare_candidates(spec, candidates)
     todo = [s for s in specs if not (Path(s["output"]) / RECORD).is_file()]
     import torch
@@ -142,8 +142,7 @@ def train_candidates(spec: dict, candidates: int, processes: int, threads: int =
     record["candidates"] = {"chosen_seed": chosen["seed"], "selected_by": "final_training_loss",
                             "final_training_loss": {str(seed): loss for seed, loss in losses.items()}}
     formats.write_json(record_path, record)
-    shutil.rmtree(output, ignore_errors=True)
-    Path(chosen["output"]).rename(output)
+    formats.replace_dir(chosen["output"], spec["output"])
     shutil.rmtree(folder)
     return losses
 
