@@ -2,6 +2,7 @@
 # -> reranked runs -> metrics. The default config runs end to end on 2 CPU cores:
 #     snakemake --cores all results/metrics.tsv
 import sys
+from pathlib import Path
 
 from snakemake.utils import min_version
 
@@ -10,8 +11,22 @@ min_version("9.0")
 # the package lives beside this file; an installed copy works too
 sys.path.insert(0, workflow.basedir)
 
+from rankvideo import config as rv_config
 
-configfile: "config/config.yaml"
+# The effective configuration (rankvideo.config.resolve, also `python -m rankvideo.config show`):
+# config/config.yaml, the tiny-model demo, only when no --configfile is given; a given config file
+# starts from the schema's defaults (the reference method) and never inherits the demo's settings.
+try:
+    _effective = rv_config.resolve(
+        [str(path) for path in workflow.overwrite_configfiles],
+        dict(workflow.config_settings.config),
+        Path(workflow.basedir) / rv_config.DEFAULT_CONFIGFILE,
+    )
+except rv_config.ConfigError as error:
+    raise ValueError(str(error)) from None
+config.clear()
+config.update(_effective)
+RESULTS = config["results_dir"].rstrip("/") or "/"
 
 
 include: "rules/common.smk"
@@ -30,6 +45,7 @@ include: "rules/evaluate.smk"
 # light rules run on the submitting node under --profile slurm
 localrules:
     all,
+    effective_config,
     synthetic_benchmark,
     first_stage,
     gather_rerank,
@@ -41,7 +57,21 @@ localrules:
 
 rule all:
     input:
-        "results/metrics.tsv",
-        "results/training_data/report.json",
-        "results/plots/loss_curves.png",
+        RESULTS + "/metrics.tsv",
+        # the training's report and loss curves where a system needs a trained checkpoint
+        *([RESULTS + "/training_data/report.json", RESULTS + "/plots/loss_curves.png"] if NEEDS_TRAINING else []),
     default_target: True
+
+
+# the configuration this run resolved to (rankvideo.config.resolve), as `python -m rankvideo.config show` prints it
+rule effective_config:
+    output:
+        RESULTS + "/effective_config.yaml",
+    params:
+        config=config,
+    log:
+        RESULTS + "/logs/effective_config.log",
+    conda:
+        "envs/rankvideo.yaml"
+    script:
+        "scripts/effective_config.py"

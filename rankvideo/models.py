@@ -58,6 +58,45 @@ def resolve(name_or_path: str | os.PathLike, options: LoadOptions = LoadOptions(
         raise ModelNotFoundError(f"model {name!r} is neither a local folder nor in {where}, and {mode}") from None
 
 
+#: a language model at least this wide is a real one (the tiny models built here are 128 wide)
+REAL_MODEL_HIDDEN_SIZE = 1024
+
+
+def is_real_model(name_or_path) -> bool:
+    """False for a local folder whose config says the language model is narrower than
+    :data:`REAL_MODEL_HIDDEN_SIZE` (the tiny models this project builds), True otherwise (hub ids
+    and real checkpoints)."""
+    import json
+
+    config_path = Path(name_or_path).expanduser() / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    hidden = (config.get("text_config") or {}).get("hidden_size", config.get("hidden_size"))
+    return not isinstance(hidden, int) or hidden >= REAL_MODEL_HIDDEN_SIZE
+
+
+def warn_below_paper(name_or_path, settings, what: str = "scored") -> str | None:
+    """Log (and return) a warning when a real model is fed fewer visual tokens than the paper's
+    video setting (2 fps, 32 frames of 128 tokens): its scores are then not the paper's."""
+    from .video import VideoSettings
+
+    paper = VideoSettings.paper()
+    if not is_real_model(name_or_path):
+        return None
+    short = [f"{name} {getattr(settings, name)} < {getattr(paper, name)}"
+             for name in ("max_frames", "max_pixels", "total_pixels")
+             if getattr(settings, name) is not None and getattr(settings, name) < getattr(paper, name)]
+    if not short:
+        return None
+    message = (f"{name_or_path} is {what} with fewer visual tokens than the paper (32 frames of 128 tokens at 2 fps): "
+               f"{', '.join(short)}; set the video settings (config rerank.video / --max-frames, --tokens-per-frame) "
+               "to the paper's to reproduce its numbers")
+    log.warning(message)
+    return message
+
+
 def torch_dtype(name: str | None, device: str):
     import torch
 

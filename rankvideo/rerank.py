@@ -393,6 +393,7 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     except (formats.FormatError, FileNotFoundError) as error:
         return str(error)
     answer_tokens = resolve_answer_tokens(model, answer_tokens, record)
+    models.warn_below_paper(model, settings)
     run_info = {"model": model_fingerprint(model), "model_name": model_name, "backend": backend,
                 "prompt_variant": prompt_variant, "answer_tokens": answer_tokens, "video": settings.to_dict(),
                 "code_version": code_version(),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import backends, prompts
+from . import backends, models, prompts
 from .video import LoadedVideo, VideoSettings, load_video
 
 
@@ -32,6 +32,7 @@ class VLMReranker:
                                        answer_tokens=resolve_answer_tokens(model_path, answer_tokens, record),
                                        **backend_options)
         self.video_settings = video_settings or VideoSettings.with_tokens(fps, max_frames, tokens_per_frame)
+        models.warn_below_paper(model_path, self.video_settings)
 
     @property
     def model_name(self) -> str:

@@ -4,7 +4,9 @@
         --output-dir O [--num-negs 1 --tau-rank 10 --tau-distill 5 --tau-point 1 --lambda-distill 5 --lambda-point 1]
         [--epochs --lr --batch-size --grad-accum --finetune full|lora|qlora --fps --max-frames]
 
-Batches are query groups (one positive + ``num_negs`` negatives, :mod:`rankvideo.training.sampler`);
+A batch is one query group (one positive + ``num_negs`` negatives, :mod:`rankvideo.training.sampler`),
+as in the reference, whose ``--batch-size`` the group sampler overrides; ``--groups-per-batch`` puts
+several groups in one batch;
 ``s = logit[yes] - logit[no]`` is read at the position after ``<answer>`` of the one prompt module's
 default prompt, the position inference scores. Checkpoints go to ``{output-dir}.checkpoints`` and an
 interrupted run resumes from the newest one; the output folder loads directly in the rerank rule
@@ -23,8 +25,8 @@ from typing import Sequence
 
 from . import formats, logs, models, prompts
 from .training import common
-from .training.losses import CONFIG_KEYS, LossWeights, reranker_loss
-from .training.sampler import GroupBatchSampler
+from .training.losses import CONFIG_KEYS, VARIANTS, LossWeights, reranker_loss
+from .training.sampler import GROUPINGS, GroupBatchSampler
 from .training_data import is_positive
 from .video import VideoSettings
 
@@ -81,16 +83,17 @@ def make_trainer_class():
         """Trainer with query-group batches and the stage-2 loss."""
 
         def __init__(self, *args, weights: LossWeights, yes_id: int, no_id: int, num_negs: int, groups_per_batch: int,
-                     **kwargs):
+                     grouping: str, **kwargs):
             super().__init__(*args, **kwargs)
             self.weights, self.yes_id, self.no_id = weights, yes_id, no_id
-            self.num_negs, self.groups_per_batch = num_negs, groups_per_batch
+            self.num_negs, self.groups_per_batch, self.grouping = num_negs, groups_per_batch, grouping
             self.loss_parts: dict[str, list[float]] = {}
 
         def _group_loader(self, dataset, seed):
             sampler = GroupBatchSampler([e["query_id"] for e in dataset], [is_positive(e) for e in dataset],
                                         num_negs=self.num_negs, groups_per_batch=self.groups_per_batch, seed=seed,
-                                        rank=self.args.process_index, world_size=self.args.world_size)
+                                        rank=self.args.process_index, world_size=self.args.world_size,
+                                        grouping=self.grouping)
             return EpochLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                                num_workers=self.args.dataloader_num_workers)
 
@@ -160,17 +163,26 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
     model, processor = common.prepare_model(model_path, settings, options)
     yes_id, no_id = prompts.single_answer_ids(processor.tokenizer)
     trainer_class = make_trainer_class()
-    groups_per_batch = settings.batch_size  # --batch-size counts query groups (1 positive + num_negs negatives)
+    # a batch is query groups (1 positive + num_negs negatives): one as in the reference, whose
+    # sampler overrides --batch-size; settings.batch_size plays no part here
+    groups_per_batch, grouping = groups_settings(settings)
     args = common.training_arguments(settings, checkpoints, eval_strategy="steps" if eval_records else "no")
     trainer = trainer_class(model=model, args=args, train_dataset=train_records, eval_dataset=eval_records,
                             data_collator=PairCollator(processor, settings.video(), prompt_variant),
                             weights=weights, yes_id=yes_id, no_id=no_id, num_negs=num_negs,
-                            groups_per_batch=groups_per_batch)
+                            groups_per_batch=groups_per_batch, grouping=grouping)
     common.train_and_save(trainer, checkpoints, processor, output_dir, "stage2", model_path, settings,
                           {"train": train_data, "eval": eval_data, "descriptions": descriptions},
                           extra={"prompt_variant": prompt_variant, "loss_weights": asdict(weights), "num_negs": num_negs,
+                                 "groups_per_batch": groups_per_batch, "grouping": grouping,
                                  "descriptions": prompts.DESCRIPTION_LAYOUT if descriptions else None})
     return trainer
+
+
+def groups_settings(settings: common.TrainSettings) -> tuple[int, str]:
+    """(query groups per batch, grouping) of a stage-2 run: the config's ``groups_per_batch`` and
+    ``grouping`` (the reference's 1 and ``reference`` by default)."""
+    return int(settings.extra.get("groups_per_batch", 1)), settings.extra.get("grouping", "reference")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True)
     add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=3, grad_accum=8, max_frames=24)
     parser.add_argument("--num-negs", type=int, default=1)
+    parser.add_argument("--groups-per-batch", type=int, default=1,
+                        help="query groups per batch (the reference: 1; its --batch-size, accepted here, does not "
+                             "change the batch)")
+    parser.add_argument("--grouping", choices=GROUPINGS, default="reference",
+                        help="reference: one group per query and epoch (a random positive, negatives with "
+                             "replacement when too few; only queries with both); per_positive: one group per positive")
     parser.add_argument("--descriptions", help="JSONL {doc_id, text}: a description of each video, shown before "
                                                "the query (score the model with the same descriptions)")
     parser.add_argument("--prompt-variant", choices=list(prompts.RERANK_VARIANTS), default="default",
@@ -188,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = LossWeights()
     for name in CONFIG_KEYS:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    for name, choices in VARIANTS.items():
+        parser.add_argument("--" + name.replace("_", "-"), choices=choices, default=getattr(defaults, name))
     return parser
 
 
@@ -219,7 +239,8 @@ def add_common_flags(parser, lr: float, epochs: float, batch_size: int, grad_acc
 
 
 def settings_from_args(args) -> common.TrainSettings:
-    return common.TrainSettings(
+    extra = {name: getattr(args, name) for name in ("groups_per_batch", "grouping") if hasattr(args, name)}
+    return common.TrainSettings(extra=extra,
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         warmup_ratio=args.warmup_ratio, finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         gradient_checkpointing=args.gradient_checkpointing, freeze_vision=args.freeze_vision, bf16={"auto": None, "bf16": True, "fp32": False}[args.precision],
@@ -231,7 +252,7 @@ def settings_from_args(args) -> common.TrainSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
-    weights = LossWeights(**{name: getattr(args, name) for name in CONFIG_KEYS})
+    weights = LossWeights(**{name: getattr(args, name) for name in (*CONFIG_KEYS, *VARIANTS)})
     train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args), weights,
           num_negs=args.num_negs, prompt_variant=args.prompt_variant, options=models.LoadOptions(cache_dir=args.cache_dir),
           descriptions=args.descriptions)

@@ -5,8 +5,8 @@ rule captions:
     input:
         unpack(captions_inputs),
     output:
-        captions="results/captions/captions.jsonl",
-        failures="results/captions/failures.jsonl",
+        captions=RESULTS + "/captions/captions.jsonl",
+        failures=RESULTS + "/captions/failures.jsonl",
     params:
         model=lambda wildcards: model_path("captioner"),
         settings=config["captions"],
@@ -16,9 +16,9 @@ rule captions:
         gpu=gpus("captions"),
     threads: 2
     log:
-        "results/logs/captions.log",
+        RESULTS + "/logs/captions.log",
     benchmark:
-        "results/benchmarks/captions.tsv"
+        RESULTS + "/benchmarks/captions.tsv"
     conda:
         "../envs/rankvideo.yaml"
     script:

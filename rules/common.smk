@@ -4,25 +4,35 @@ from pathlib import Path
 
 from rankvideo import config as rv_config
 
-# every key documented, typed and defaulted in rankvideo/schemas/config.schema.yaml;
-# unknown or mistyped keys stop the run with a message naming them
-try:
-    rv_config.validate(config)
-except rv_config.ConfigError as error:
-    raise ValueError(str(error)) from None
+# the Snakefile resolved and validated the config (rankvideo.config.resolve): every key documented,
+# typed and defaulted in rankvideo/schemas/config.schema.yaml
 MISSING = ", ".join(rv_config.missing_paths(config))
 if MISSING:
     raise ValueError(f"dataset.kind=files needs these config keys to name files: {MISSING}")
 
 DATASET = config["dataset"]
 SYNTHETIC = DATASET["kind"] == "synthetic"
-BENCHMARK = "results/benchmark"
+BENCHMARK = RESULTS + "/benchmark"
 SYSTEMS = config["systems"]
 import re
 
 from rankvideo.evaluate import FUSED_SUFFIX
 # systems scored by a model (a fused system reuses its model's predictions)
 SCORED = list(dict.fromkeys(s.removesuffix(FUSED_SUFFIX) for s in SYSTEMS if s != "first_stage"))
+RERANKERS = config["models"]["rerankers"]
+KNOWN = ["base", "stage1", "stage2", *RERANKERS]
+if "first_stage" not in SYSTEMS:
+    raise ValueError("systems must list first_stage: it is the baseline of the metrics table's significance test")
+UNKNOWN = [s for s in SCORED if s not in KNOWN]
+if UNKNOWN or f"first_stage{FUSED_SUFFIX}" in SYSTEMS:
+    raise ValueError(f"systems: unknown system(s) {', '.join(UNKNOWN or ['first_stage' + FUSED_SUFFIX])}; a system is "
+                     f"first_stage or one of {', '.join(KNOWN)} (models.rerankers names more models), optionally with "
+                     f"{FUSED_SUFFIX}")
+CLASH = sorted(set(RERANKERS) & {"first_stage", "base", "stage1", "stage2"})
+if CLASH:
+    raise ValueError(f"models.rerankers: {', '.join(CLASH)} is a name the pipeline already uses; pick another")
+# the trained checkpoints the systems need (training runs only for these)
+NEEDS_TRAINING = any(s in ("stage1", "stage2") for s in SCORED)
 TRAINED = ["stage1", "stage2"] if config["train_stage1"]["enabled"] else ["stage2"]
 COPY_PRETRAIN = config["copy_pretrain"]["steps"] > 0
 DESCRIBE = config["descriptions"]["enabled"]
@@ -74,12 +84,12 @@ def first_stage_inputs(wildcards):
 def system_inputs(wildcards):
     """First-stage run, qrels and test queries; reranked systems add their prediction folder."""
     inputs = {
-        "first_stage": "results/first_stage/test.json",
+        "first_stage": RESULTS + "/first_stage/test.json",
         "qrels": qrels_file("test"),
         "queries": queries_tsv("test"),
     }
     if wildcards.system != "first_stage":
-        inputs["predictions"] = f"results/rerank/{wildcards.system.removesuffix(FUSED_SUFFIX)}/predictions"
+        inputs["predictions"] = f"{RESULTS}/rerank/{wildcards.system.removesuffix(FUSED_SUFFIX)}/predictions"
     return inputs
 
 
@@ -87,7 +97,7 @@ def fusion_params(wildcards):
     return config["fusion"] if wildcards.system.endswith(FUSED_SUFFIX) else None
 
 
-TINY = {"base": "results/models/tiny-vlm", "captioner": "results/models/tiny-vlm", "teacher": "results/models/tiny-text"}
+TINY = {"base": RESULTS + "/models/tiny-vlm", "captioner": RESULTS + "/models/tiny-vlm", "teacher": RESULTS + "/models/tiny-text"}
 
 
 def model_path(role):
@@ -98,7 +108,7 @@ def model_path(role):
 def model_input(role):
     """The model folder as an input when the pipeline builds it."""
     path = model_path(role)
-    return {"model": path} if path.startswith("results/") else {}
+    return {"model": path} if path.startswith(RESULTS + "/") else {}
 
 
 def model_source(system):
@@ -106,7 +116,9 @@ def model_source(system):
     if system == "base":
         return model_path("base")
     if system in ("stage1", "stage2"):
-        return f"results/models/{system}"
+        return f"{RESULTS}/models/{system}"
+    if system in RERANKERS:
+        return RERANKERS[system]
     raise ValueError(f"no model for system {system!r}")
 
 
@@ -115,39 +127,39 @@ def videos_input():
 
 
 def train_stage1_inputs(wildcards):
-    return {"train": "results/training_data/stage1_train.jsonl", "eval": "results/training_data/stage1_eval.jsonl",
+    return {"train": RESULTS + "/training_data/stage1_train.jsonl", "eval": RESULTS + "/training_data/stage1_eval.jsonl",
             **model_input("base"), **videos_input()}
 
 
 def stage1_output():
     """The model stage 1 hands on: its own folder (the paper's curriculum) or, with stage 1 off, the base."""
-    return "results/models/stage1" if config["train_stage1"]["enabled"] else model_path("base")
+    return RESULTS + "/models/stage1" if config["train_stage1"]["enabled"] else model_path("base")
 
 
 def stage2_init(wildcards=None):
     """Stage 2 starts from stage 1's model, copy-pretrained first when copy_pretrain.steps > 0."""
-    return "results/models/stage1-copy" if COPY_PRETRAIN else stage1_output()
+    return RESULTS + "/models/stage1-copy" if COPY_PRETRAIN else stage1_output()
 
 
 def copy_pretrain_inputs(wildcards):
-    inputs = {"stage1_train": "results/training_data/stage1_train.jsonl", "train": "results/training_data/train.jsonl"}
-    if stage1_output().startswith("results/"):
+    inputs = {"stage1_train": RESULTS + "/training_data/stage1_train.jsonl", "train": RESULTS + "/training_data/train.jsonl"}
+    if stage1_output().startswith(RESULTS + "/"):
         inputs["model"] = stage1_output()
     return inputs
 
 
-DESCRIPTIONS = "results/descriptions/descriptions.jsonl"
+DESCRIPTIONS = RESULTS + "/descriptions/descriptions.jsonl"
 
 
 def describe_inputs(wildcards):
-    return {"model": stage1_output(), "train": "results/training_data/train.jsonl",
-            "eval": "results/training_data/eval.jsonl", "video2queries": "results/first_stage/video2queries_test.json",
+    return {"model": stage1_output(), "train": RESULTS + "/training_data/train.jsonl",
+            "eval": RESULTS + "/training_data/eval.jsonl", "video2queries": RESULTS + "/first_stage/video2queries_test.json",
             **videos_input()}
 
 
 def train_stage2_inputs(wildcards):
-    inputs = {"train": "results/training_data/train.jsonl", "eval": "results/training_data/eval.jsonl", **videos_input()}
-    if stage2_init().startswith("results/"):
+    inputs = {"train": RESULTS + "/training_data/train.jsonl", "eval": RESULTS + "/training_data/eval.jsonl", **videos_input()}
+    if stage2_init().startswith(RESULTS + "/"):
         inputs["model"] = stage2_init()
     if DESCRIBE:
         inputs["descriptions"] = DESCRIPTIONS
@@ -163,21 +175,21 @@ def reference_captions():
 
 
 def captions_inputs(wildcards):
-    inputs = {"ids": "results/first_stage/video2queries_train.json", **model_input("captioner")}
+    inputs = {"ids": RESULTS + "/first_stage/video2queries_train.json", **model_input("captioner")}
     if SYNTHETIC:
         inputs["videos"] = f"{BENCHMARK}/videos"
     return inputs
 
 
 def teacher_inputs(wildcards):
-    return {"queries": queries_tsv("train"), "candidates": "results/first_stage/train.trec",
-            "captions": "results/captions/captions.jsonl", "asr": asr_jsonl(), **model_input("teacher")}
+    return {"queries": queries_tsv("train"), "candidates": RESULTS + "/first_stage/train.trec",
+            "captions": RESULTS + "/captions/captions.jsonl", "asr": asr_jsonl(), **model_input("teacher")}
 
 
 def training_data_inputs(wildcards):
-    inputs = {"queries": queries_tsv("train"), "qrels": qrels_file("train"), "run": "results/first_stage/train.json",
-              "teacher": "results/teacher/teacher_labels.jsonl", "asr": asr_jsonl(),
-              "captions": "results/captions/captions.jsonl"}
+    inputs = {"queries": queries_tsv("train"), "qrels": qrels_file("train"), "run": RESULTS + "/first_stage/train.json",
+              "teacher": RESULTS + "/teacher/teacher_labels.jsonl", "asr": asr_jsonl(),
+              "captions": RESULTS + "/captions/captions.jsonl"}
     if config["training_data"]["stage1_captions"] == "reference":
         inputs["stage1_captions"] = reference_captions()
     perception = perception_source()
@@ -205,11 +217,11 @@ def perception_source():
 
 def rerank_inputs(wildcards):
     inputs = {
-        "video2queries": "results/first_stage/video2queries_test.json",
+        "video2queries": RESULTS + "/first_stage/video2queries_test.json",
         "queries": queries_tsv("test"),
     }
     model = model_source(wildcards.system)
-    if model.startswith("results/"):
+    if model.startswith(RESULTS + "/"):
         inputs["model"] = model
     if DESCRIBE and wildcards.system == "stage2":  # the system trained with descriptions
         inputs["descriptions"] = DESCRIPTIONS

@@ -18,9 +18,9 @@ rule synthetic_benchmark:
     params:
         settings=DATASET["synthetic"],
     log:
-        "results/logs/synthetic_benchmark.log",
+        RESULTS + "/logs/synthetic_benchmark.log",
     benchmark:
-        "results/benchmarks/synthetic_benchmark.tsv"
+        RESULTS + "/benchmarks/synthetic_benchmark.tsv"
     conda:
         "../envs/rankvideo.yaml"
     script:

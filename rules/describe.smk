@@ -8,7 +8,7 @@ rule describe:
         unpack(describe_inputs),
     output:
         descriptions=DESCRIPTIONS,
-        failures="results/descriptions/failures.jsonl",
+        failures=RESULTS + "/descriptions/failures.jsonl",
     params:
         settings=config["descriptions"],
         video=config["train_stage1"]["video"],
@@ -18,9 +18,9 @@ rule describe:
         gpu=gpus("descriptions"),
     threads: 2
     log:
-        "results/logs/describe.log",
+        RESULTS + "/logs/describe.log",
     benchmark:
-        "results/benchmarks/describe.tsv"
+        RESULTS + "/benchmarks/describe.tsv"
     conda:
         "../envs/rankvideo.yaml"
     script:

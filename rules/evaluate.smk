@@ -5,13 +5,13 @@ rule evaluate:
     input:
         unpack(system_inputs),
     output:
-        summary="results/eval/{system}.summary.tsv",
-        per_query="results/eval/{system}.per_query.tsv",
+        summary=RESULTS + "/eval/{system}.summary.tsv",
+        per_query=RESULTS + "/eval/{system}.per_query.tsv",
     params:
         evaluation=EVAL,
         fusion=fusion_params,
     log:
-        "results/logs/evaluate/{system}.log",
+        RESULTS + "/logs/evaluate/{system}.log",
     conda:
         "../envs/rankvideo.yaml"
     script:
@@ -20,17 +20,17 @@ rule evaluate:
 
 rule metrics:
     input:
-        summaries=expand("results/eval/{system}.summary.tsv", system=SYSTEMS),
-        per_query=expand("results/eval/{system}.per_query.tsv", system=SYSTEMS),
+        summaries=expand(RESULTS + "/eval/{system}.summary.tsv", system=SYSTEMS),
+        per_query=expand(RESULTS + "/eval/{system}.per_query.tsv", system=SYSTEMS),
     output:
-        table="results/metrics.tsv",
-        per_query=f"results/per_query/{EVAL['primary_measure']}.tsv",
-        plot="results/plots/ndcg_at_k.png",
+        table=RESULTS + "/metrics.tsv",
+        per_query=f"{RESULTS}/per_query/{EVAL['primary_measure']}.tsv",
+        plot=RESULTS + "/plots/ndcg_at_k.png",
     params:
         systems=SYSTEMS,
         measure=EVAL["primary_measure"],
     log:
-        "results/logs/metrics.log",
+        RESULTS + "/logs/metrics.log",
     conda:
         "../envs/rankvideo.yaml"
     script:

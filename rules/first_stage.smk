@@ -6,17 +6,17 @@ rule first_stage:
     input:
         unpack(first_stage_inputs),
     output:
-        json="results/first_stage/{split}.json",
-        trec="results/first_stage/{split}.trec",
-        video2queries="results/first_stage/video2queries_{split}.json",
+        json=RESULTS + "/first_stage/{split}.json",
+        trec=RESULTS + "/first_stage/{split}.trec",
+        video2queries=RESULTS + "/first_stage/video2queries_{split}.json",
     params:
         method=config["first_stage"]["method"],
         depth=config["first_stage"]["depth"],
         bm25=config["first_stage"]["bm25"],
     log:
-        "results/logs/first_stage/{split}.log",
+        RESULTS + "/logs/first_stage/{split}.log",
     benchmark:
-        "results/benchmarks/first_stage/{split}.tsv"
+        RESULTS + "/benchmarks/first_stage/{split}.tsv"
     conda:
         "../envs/rankvideo.yaml"
     script:

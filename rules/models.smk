@@ -4,12 +4,12 @@
 
 rule tiny_model:
     output:
-        directory("results/models/tiny-{kind}"),
+        directory(RESULTS + "/models/tiny-{kind}"),
     params:
         seed=config["models"]["tiny"]["seed"],
         sizes=lambda wildcards: config["models"]["tiny"][wildcards.kind],
     log:
-        "results/logs/tiny_model/{kind}.log",
+        RESULTS + "/logs/tiny_model/{kind}.log",
     conda:
         "../envs/rankvideo.yaml"
     script:

@@ -6,7 +6,7 @@ rule rerank_shard:
     input:
         unpack(rerank_inputs),
     output:
-        summary="results/rerank/{system}/shards/{shard}/summary.json",
+        summary=RESULTS + "/rerank/{system}/shards/{shard}/summary.json",
     params:
         shard=lambda wildcards: int(wildcards.shard),
         shards=config["rerank"]["shards"],
@@ -18,9 +18,9 @@ rule rerank_shard:
         gpu=gpus("rerank"),
     threads: 2
     log:
-        "results/logs/rerank/{system}/{shard}.log",
+        RESULTS + "/logs/rerank/{system}/{shard}.log",
     benchmark:
-        "results/benchmarks/rerank/{system}/{shard}.tsv"
+        RESULTS + "/benchmarks/rerank/{system}/{shard}.tsv"
     conda:
         "../envs/rankvideo.yaml"
     script:
@@ -29,17 +29,17 @@ rule rerank_shard:
 
 rule gather_rerank:
     input:
-        shards=expand("results/rerank/{{system}}/shards/{shard}/summary.json", shard=SHARDS),
-        first_stage="results/first_stage/test.json",
+        shards=expand(RESULTS + "/rerank/{{system}}/shards/{shard}/summary.json", shard=SHARDS),
+        first_stage=RESULTS + "/first_stage/test.json",
     output:
-        predictions=directory("results/rerank/{system}/predictions"),
-        run="results/rerank/{system}/run.trec",
-        failures="results/rerank/{system}/failures.jsonl",
-        summary="results/rerank/{system}/summary.json",
+        predictions=directory(RESULTS + "/rerank/{system}/predictions"),
+        run=RESULTS + "/rerank/{system}/run.trec",
+        failures=RESULTS + "/rerank/{system}/failures.jsonl",
+        summary=RESULTS + "/rerank/{system}/summary.json",
     params:
         evaluation=EVAL,
     log:
-        "results/logs/gather_rerank/{system}.log",
+        RESULTS + "/logs/gather_rerank/{system}.log",
     conda:
         "../envs/rankvideo.yaml"
     script:

@@ -5,7 +5,7 @@ rule teacher_labels:
     input:
         unpack(teacher_inputs),
     output:
-        "results/teacher/teacher_labels.jsonl",
+        RESULTS + "/teacher/teacher_labels.jsonl",
     params:
         model=lambda wildcards: model_path("teacher"),
         settings=config["teacher"],
@@ -14,9 +14,9 @@ rule teacher_labels:
         gpu=gpus("teacher"),
     threads: 2
     log:
-        "results/logs/teacher_labels.log",
+        RESULTS + "/logs/teacher_labels.log",
     benchmark:
-        "results/benchmarks/teacher_labels.tsv"
+        RESULTS + "/benchmarks/teacher_labels.tsv"
     conda:
         "../envs/rankvideo.yaml"
     script:

@@ -125,7 +125,7 @@ def test_checkpoints_of_another_run_are_not_resumed(data, tmp_path, caplog):
 
 
 def candidates_spec(data, train, out):
-    section = dict(finetune="full", lr=1e-3, batch_size=2, max_steps=6, num_negs=1, lambda_distill=0.0, **SMALL)
+    section = dict(finetune="full", lr=1e-3, groups_per_batch=2, max_steps=6, num_negs=1, lambda_distill=0.0, **SMALL)
     return {"stage": "stage2", "model": data["model"], "train": str(train), "eval": None, "output": str(out),
             "settings": section, "seed": 42, "models": {"offline": True}, "prompt_variant": "default",
             "descriptions": None}

@@ -8,9 +8,13 @@
 - :func:`distill_loss`: BCE-with-logits of ``s / tau`` against the teacher's ``p_yes``, only where
   it is known;
 - :func:`point_loss`: BCE-with-logits of ``s / tau`` against 1 for positives and ``neg_target``
-  (0.1) for negatives, weighted 1 and 0.5;
-- :func:`reranker_loss`: ``rank + lambda_distill * distill + lambda_point * point``; a group with no
-  positive or no negative contributes plain BCE(s, label) instead of the ranking term.
+  (0.1) for negatives, weighted 1 and 0.5, divided by the number of examples (the reference:
+  ``BCEWithLogits(weight=w)``'s mean) or, with ``point_normalisation="weights"``, by the sum of the
+  weights (a weighted mean);
+- :func:`reranker_loss`: ``rank + lambda_distill * distill + lambda_point * point`` over the groups
+  that hold a positive and a negative. A group with no positive or no negative trains on plain
+  BCE(s, label) alone (the reference, ``fallback="bce"``), or with ``fallback="bce_and_terms"`` on
+  that BCE plus the distillation and point terms, which then cover every example of the batch.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import torch.nn.functional as F
 
 # the loss settings a ``train_stage2`` config section and the CLI carry
 CONFIG_KEYS = ("tau_rank", "tau_distill", "tau_point", "lambda_distill", "lambda_point")
+#: named variants (config keys and CLI flags too): the reference's value first
+VARIANTS = {"fallback": ("bce", "bce_and_terms"), "point_normalisation": ("items", "weights")}
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,18 @@ class LossWeights:
     neg_target: float = 0.1
     pos_weight: float = 1.0
     neg_weight: float = 0.5
+    fallback: str = "bce"
+    point_normalisation: str = "items"
+
+    def __post_init__(self):
+        for name, allowed in VARIANTS.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
 
     @classmethod
     def from_config(cls, section: dict) -> "LossWeights":
         """The loss keys of a ``train_stage2`` config section."""
-        return cls(**{name: section[name] for name in CONFIG_KEYS if name in section})
+        return cls(**{name: section[name] for name in (*CONFIG_KEYS, *VARIANTS) if name in section})
 
 
 def _groups(group: torch.Tensor) -> list[torch.Tensor]:
@@ -78,12 +91,13 @@ def distill_loss(s: torch.Tensor, teacher_p_yes: torch.Tensor, tau: float) -> to
 
 
 def point_loss(s: torch.Tensor, positive: torch.Tensor, tau: float, neg_target: float = 0.1, pos_weight: float = 1.0,
-               neg_weight: float = 0.5) -> torch.Tensor:
-    """Weighted BCE-with-logits(s/tau, 1 | neg_target): weighted mean with weights 1 / 0.5."""
+               neg_weight: float = 0.5, normalisation: str = "items") -> torch.Tensor:
+    """Weighted BCE-with-logits(s/tau, 1 | neg_target) with weights 1 / 0.5, summed and divided by
+    the number of examples (``items``, the reference) or by the sum of the weights (``weights``)."""
     target = torch.where(positive, torch.ones_like(s), torch.full_like(s, neg_target))
     weight = torch.where(positive, torch.full_like(s, pos_weight), torch.full_like(s, neg_weight))
     losses = F.binary_cross_entropy_with_logits(s / tau, target, reduction="none")
-    return (losses * weight).sum() / weight.sum()
+    return (losses * weight).sum() / (weight.sum() if normalisation == "weights" else s.numel())
 
 
 def reranker_loss(s: torch.Tensor, group: torch.Tensor, positive: torch.Tensor, teacher_p_yes: torch.Tensor,
@@ -101,12 +115,17 @@ def reranker_loss(s: torch.Tensor, group: torch.Tensor, positive: torch.Tensor, 
         fallback = F.binary_cross_entropy_with_logits(s[~mixed], positive[~mixed].to(s.dtype))
         total = total + fallback
         parts["fallback"] = float(fallback.detach())
-    distill = distill_loss(s, teacher_p_yes, weights.tau_distill)
+    # the reference: the other terms only where the ranking term is (a lone fallback group: BCE alone)
+    terms = mixed if weights.fallback == "bce" else torch.ones_like(mixed)
+    if not terms.any():
+        return total, parts
+    distill = distill_loss(s[terms], teacher_p_yes[terms], weights.tau_distill)
     if distill is not None and weights.lambda_distill:
         total = total + weights.lambda_distill * distill
         parts["distill"] = float(distill.detach())
     if weights.lambda_point:
-        point = point_loss(s, positive, weights.tau_point, weights.neg_target, weights.pos_weight, weights.neg_weight)
+        point = point_loss(s[terms], positive[terms], weights.tau_point, weights.neg_target, weights.pos_weight,
+                           weights.neg_weight, weights.point_normalisation)
         total = total + weights.lambda_point * point
         parts["point"] = float(point.detach())
     return total, parts

@@ -1,11 +1,19 @@
 """Query groups for stage 2: one positive and ``num_negs`` negatives of the same query per group.
 
-:class:`GroupBatchSampler` yields batches of example indices, ``groups_per_batch`` groups each.
-Every epoch draws a fresh, seeded arrangement (``seed`` and the epoch): which negatives join each
-positive, and the order of groups. Under DDP each rank takes every ``world_size``-th batch of the
-same global sequence, so ranks see different queries and together they see exactly what one process
-would. The epoch comes from :meth:`set_epoch` (the Trainer calls it, also when resuming) or counts
-up by itself with each pass.
+:class:`GroupBatchSampler` yields batches of example indices, ``groups_per_batch`` groups each
+(the reference: 1; its ``--batch-size`` does not change it). Two ways to form the groups of an epoch:
+
+- ``reference`` (default, REFERENCE.md): only queries with a positive *and* a negative take part;
+  one group per query, its positive drawn at random, ``num_negs`` negatives drawn without
+  replacement when the query has that many, with replacement otherwise;
+- ``per_positive``: one group per positive of every query that has one; up to ``num_negs``
+  negatives without replacement (fewer, or none, where the query has fewer: such a group trains on
+  the fallback loss).
+
+Every epoch draws a fresh, seeded arrangement (``seed`` and the epoch). Under DDP each rank takes
+every ``world_size``-th batch of the same global sequence, so ranks see different queries and
+together they see exactly what one process would. The epoch comes from :meth:`set_epoch` (the
+Trainer calls it, also when resuming) or counts up by itself with each pass.
 """
 
 from __future__ import annotations
@@ -13,16 +21,20 @@ from __future__ import annotations
 import random
 from typing import Iterator, Sequence
 
+GROUPINGS = ("reference", "per_positive")
+
 
 class GroupBatchSampler:
     def __init__(self, query_ids: Sequence[str], labels: Sequence[bool | None], num_negs: int = 1,
                  groups_per_batch: int = 1, seed: int = 42, rank: int = 0, world_size: int = 1,
-                 drop_last_uneven: bool = True):
+                 drop_last_uneven: bool = True, grouping: str = "reference"):
         if num_negs < 0 or groups_per_batch < 1:
             raise ValueError("num_negs must be >= 0 and groups_per_batch >= 1")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world size {world_size}")
-        self.num_negs, self.groups_per_batch, self.seed = num_negs, groups_per_batch, seed
+        if grouping not in GROUPINGS:
+            raise ValueError(f"grouping {grouping!r}: expected one of {', '.join(GROUPINGS)}")
+        self.num_negs, self.groups_per_batch, self.seed, self.grouping = num_negs, groups_per_batch, seed, grouping
         self.rank, self.world_size, self.drop_last_uneven = rank, world_size, drop_last_uneven
         self.epoch = 0
         self.by_query: dict[str, tuple[list[int], list[int]]] = {}
@@ -31,19 +43,29 @@ class GroupBatchSampler:
                 continue  # unlabelled pairs cannot be placed in a group
             pos, neg = self.by_query.setdefault(qid, ([], []))
             (pos if label else neg).append(index)
-        self.queries = sorted(q for q, (pos, _) in self.by_query.items() if pos)
+        if grouping == "reference":
+            self.queries = sorted(q for q, (pos, neg) in self.by_query.items() if pos and neg)
+        else:
+            self.queries = sorted(q for q, (pos, _) in self.by_query.items() if pos)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _negatives(self, neg: list[int], rng: random.Random) -> list[int]:
+        if len(neg) >= self.num_negs:
+            return rng.sample(neg, self.num_negs)
+        if self.grouping == "reference":
+            return [rng.choice(neg) for _ in range(self.num_negs)]
+        return rng.sample(neg, len(neg))
+
     def _groups(self, rng: random.Random) -> list[list[int]]:
-        """One group per positive: the positive and num_negs negatives of its query (fewer if the
-        query has fewer; with replacement never)."""
         groups = []
         for qid in self.queries:
             pos, neg = self.by_query[qid]
-            for p in pos:
-                groups.append([p] + rng.sample(neg, min(self.num_negs, len(neg))))
+            if self.grouping == "reference":
+                groups.append([rng.choice(pos)] + self._negatives(neg, rng))
+            else:
+                groups.extend([p] + self._negatives(neg, rng) for p in pos)
         rng.shuffle(groups)
         return groups
 

@@ -1,0 +1,123 @@
+"""The effective configuration: what a config file resolves to, key by key, against the
+reference method (REFERENCE.md); the embedded demo never bleeds into a given config; the Snakefile
+and `python -m rankvideo.config show` resolve the same way."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from rankvideo import config as rv_config
+from rankvideo import models
+from rankvideo.video import VideoSettings
+
+from conftest import REPO, snakemake
+
+# REFERENCE.md, key by key: the published method's settings
+REFERENCE = {
+    "seed": 42,
+    "rerank.video.fps": 2.0, "rerank.video.max_frames": 32, "rerank.video.tokens_per_frame": 128,
+    "rerank.answer_tokens": "auto", "evaluation.score_field": "logit_delta", "evaluation.ks": [5, 10, 20, 50, 100],
+    "captions.video.max_frames": 16, "captions.video.tokens_per_frame": 128, "captions.max_new_tokens": 196,
+    "teacher.topk": 20,
+    "training_data.positive_grade": 1, "training_data.random_judged": 0,
+    "train_stage1.enabled": True, "train_stage1.finetune": "lora", "train_stage1.lora_r": 16,
+    "train_stage1.lora_alpha": 32, "train_stage1.lora_dropout": 0.05, "train_stage1.lr": 1e-5,
+    "train_stage1.epochs": 2.0, "train_stage1.max_steps": -1, "train_stage1.warmup_ratio": 0.03,
+    "train_stage1.grad_accum": 16, "train_stage1.gradient_checkpointing": True, "train_stage1.freeze_vision": False,
+    "train_stage1.video.fps": 2.0, "train_stage1.video.max_frames": 32, "train_stage1.video.tokens_per_frame": 128,
+    "train_stage2.finetune": "lora", "train_stage2.lora_r": 16, "train_stage2.lora_alpha": 32,
+    "train_stage2.lora_dropout": 0.05, "train_stage2.lr": 1e-5, "train_stage2.epochs": 2.0,
+    "train_stage2.max_steps": -1, "train_stage2.warmup_ratio": 0.03, "train_stage2.grad_accum": 8,
+    "train_stage2.gradient_checkpointing": True, "train_stage2.freeze_vision": False,
+    "train_stage2.groups_per_batch": 1, "train_stage2.num_negs": 1, "train_stage2.grouping": "reference",
+    "train_stage2.fallback": "bce", "train_stage2.point_normalisation": "items",
+    "train_stage2.tau_rank": 10.0, "train_stage2.tau_distill": 5.0, "train_stage2.tau_point": 1.0,
+    "train_stage2.lambda_distill": 5.0, "train_stage2.lambda_point": 1.0, "train_stage2.candidates": 1,
+    "train_stage2.video.fps": 2.0, "train_stage2.video.max_frames": 24, "train_stage2.video.tokens_per_frame": 128,
+    "copy_pretrain.steps": 0, "descriptions.enabled": False,
+    "models.trust_remote_code": False, "models.allow_pickle_weights": False,
+}
+
+
+def value(config: dict, dotted: str):
+    for key in dotted.split("."):
+        config = config[key]
+    return config
+
+
+def differences(config: dict) -> dict:
+    return {key: (value(config, key), expected) for key, expected in REFERENCE.items() if value(config, key) != expected}
+
+
+def show(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rankvideo.config", "show", *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("configfile", ["config/multivent.yaml", "config/example.yaml"])
+def test_paper_and_own_data_configs_resolve_to_the_reference_method(configfile):
+    effective = rv_config.resolve([REPO / configfile])
+    assert differences(effective) == {}
+    # and the printed form is the same configuration
+    printed = yaml.safe_load(show("--configfile", configfile).stdout)
+    assert printed == effective
+
+
+def test_schema_defaults_are_the_reference_method(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    assert differences(rv_config.resolve([tmp_path / "empty.yaml"])) == {}
+
+
+def test_the_embedded_demo_applies_only_without_a_configfile(tmp_path):
+    demo = rv_config.resolve([], default=REPO / "config/config.yaml")
+    # the demo's tiny-model knobs
+    assert demo["train_stage2"]["candidates"] == 2 and demo["train_stage2"]["max_steps"] == 2000
+    assert demo["training_data"]["positive_grade"] == 2 and demo["train_stage2"]["freeze_vision"]
+    assert demo["rerank"]["video"] == {"fps": 4.0, "max_frames": 8, "tokens_per_frame": 4}
+    (tmp_path / "mine.yaml").write_text("models: {base: my/model}\n")
+    mine = rv_config.resolve([tmp_path / "mine.yaml"], default=REPO / "config/config.yaml")
+    assert differences(mine) == {} and mine["models"]["base"] == "my/model"
+    assert mine["rerank"]["video"] == {"fps": 2.0, "max_frames": 32, "tokens_per_frame": 128}
+    # --config overrides come last, dotted keys on the command line of `show`
+    printed = yaml.safe_load(show("train_stage2", "--configfile", str(tmp_path / "mine.yaml"),
+                                  "--config", "train_stage2.lr=3e-4").stdout)
+    assert printed["train_stage2"]["lr"] == 3e-4 and printed["train_stage2"]["grad_accum"] == 8
+
+
+def test_show_names_bad_keys_and_files(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train_stage2: {batch_size: 3}\n")
+    result = show("--configfile", str(tmp_path / "bad.yaml"))
+    assert result.returncode == 2
+    assert "unknown config key(s) batch_size under train_stage2" in result.stderr
+    assert str(tmp_path / "bad.yaml") in result.stderr
+    result = show("train_stage3", "--configfile", "config/example.yaml")
+    assert result.returncode == 2 and "no config key train_stage3" in result.stderr
+
+
+@pytest.mark.parametrize("configfiles", [[], ["config/multivent.yaml"], ["config/example.yaml", "over.yaml"]])
+def test_snakefile_resolves_exactly_as_show(repo_copy, configfiles):
+    """The run's own record of its configuration equals what `show` prints for the same files."""
+    (repo_copy / "over.yaml").write_text("rerank: {shards: 3}\nresults_dir: elsewhere\n")
+    args = ["--configfile", *configfiles] if configfiles else []
+    target = "elsewhere" if "over.yaml" in configfiles else "results"
+    snakemake(repo_copy, f"{target}/effective_config.yaml", "--cores", "1", *args)
+    recorded = yaml.safe_load((repo_copy / target / "effective_config.yaml").read_text())
+    printed = subprocess.run([sys.executable, "-m", "rankvideo.config", "show", *args], cwd=repo_copy, text=True,
+                             capture_output=True, check=True).stdout
+    assert recorded == yaml.safe_load(printed)
+    if configfiles == ["config/example.yaml", "over.yaml"]:
+        assert recorded["rerank"]["shards"] == 3 and differences(recorded) == {}
+
+
+def test_a_real_model_with_fewer_visual_tokens_than_the_paper_is_warned(tmp_path, caplog):
+    demo = VideoSettings.with_tokens(4.0, 8, 4)
+    with caplog.at_level("WARNING"):
+        message = models.warn_below_paper("Qwen/Qwen3-VL-8B-Instruct", demo)
+    assert message and "max_frames 8 < 32" in message and message in caplog.text
+    assert models.warn_below_paper("Qwen/Qwen3-VL-8B-Instruct", VideoSettings.paper()) is None
+    (tmp_path / "config.json").write_text('{"text_config": {"hidden_size": 128}}')
+    assert models.warn_below_paper(tmp_path, demo) is None  # a tiny model built here: no warning
+    (tmp_path / "config.json").write_text('{"text_config": {"hidden_size": 4096}}')
+    assert models.warn_below_paper(tmp_path, demo)
