@@ -399,9 +399,12 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
                 "code_version": code_version(),
                 "descriptions": {"path": str(descriptions), "sha256": file_sha256(descriptions)} if descriptions else None}
     try:
-        scorer = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
-                                 **(options or {}))
-        return rerank(video2queries, queries, resolver, output_dir, scorer.score_video, model_name, settings,
+        if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
+            score_video = None
+        else:
+            score_video = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
+                                          **(options or {})).score_video
+        return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
                       video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
                       decode_ahead=decode_ahead, descriptions=described)
     except (models.ModelNotFoundError, OutputDirError) as error:

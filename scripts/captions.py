@@ -1,13 +1,10 @@
-from pathlib import Path
-
-from rankvideo import generate_captions, logs, pipeline
+from rankvideo import logs, pipeline
 
 with logs.to_file(snakemake.log[0]):
     settings = pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "captions")
-    video = settings["video"]
-    generate_captions.run(
-        snakemake.params.model, generate_captions.read_ids(snakemake.input.ids),
-        pipeline.resolver(snakemake.params.videos), snakemake.output.captions, snakemake.output.failures,
-        pipeline.video_settings(video), settings["max_new_tokens"], settings["batch_size"], settings["backend"],
-        options=pipeline.generator_options(settings, snakemake.params.models))
-    Path(snakemake.output.failures).touch()
+    pipeline.run_step(
+        "captions",
+        dict(model=snakemake.params.model, ids=snakemake.input.ids, videos=snakemake.params.videos,
+             output=snakemake.output.captions, failures=snakemake.output.failures, settings=settings,
+             video=settings["video"], models=snakemake.params.models),
+        settings["backend"], snakemake.config["environments"], snakemake.output.captions + ".step.json")

@@ -1,11 +1,15 @@
 from pathlib import Path
 
 from rankvideo import logs, pipeline
-from rankvideo.rerank import run_shard
 
 with logs.to_file(snakemake.log[0]):
-    run_shard(snakemake.params.model, snakemake.input.video2queries,
-              snakemake.input.queries, snakemake.params.videos, Path(snakemake.output.summary).parent,
-              snakemake.params.shard, snakemake.params.shards,
-              pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "rerank_shard"), snakemake.params.models,
-              model_name=snakemake.wildcards.system, descriptions=getattr(snakemake.input, "descriptions", None))
+    settings = pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "rerank_shard")
+    output_dir = Path(snakemake.output.summary).parent
+    pipeline.run_step(
+        "rerank",
+        dict(model=snakemake.params.model, video2queries_path=snakemake.input.video2queries,
+             queries_path=snakemake.input.queries, videos=snakemake.params.videos, output_dir=str(output_dir),
+             shard=snakemake.params.shard, shards=snakemake.params.shards, rerank_config=settings,
+             models_config=snakemake.params.models, model_name=snakemake.wildcards.system,
+             descriptions=getattr(snakemake.input, "descriptions", None)),
+        settings["backend"], snakemake.config["environments"], str(output_dir) + ".step.json")

@@ -1,9 +1,11 @@
-from rankvideo import generate_reasoning, logs, pipeline
+from rankvideo import logs, pipeline
 
 with logs.to_file(snakemake.log[0]):
     settings = pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "teacher_labels")
     inputs = snakemake.input
-    generate_reasoning.run(
-        snakemake.params.model, inputs.queries, inputs.candidates, inputs.captions, inputs.asr, snakemake.output[0],
-        settings["topk"], settings["batch_size"], settings["reasoning_maxlen"], settings["backend"],
-        options=pipeline.generator_options(settings, snakemake.params.models))
+    pipeline.run_step(
+        "teacher",
+        dict(model=snakemake.params.model, queries=inputs.queries, candidates=inputs.candidates,
+             captions=inputs.captions, asr=inputs.asr, output=snakemake.output[0], settings=settings,
+             models=snakemake.params.models),
+        settings["backend"], snakemake.config["environments"], snakemake.output[0] + ".step.json")

@@ -168,3 +168,15 @@ if __name__ == "__main__":  # pragma: no cover - manual inspection
     for vid, (p, ok) in make_test_videos(sys.argv[1]).items():
         print(f"{vid:22s} {'ok ' if ok else 'BAD'} {p.stat().st_size:7d} {p}")
     print(f"{time.time() - start:.2f} s")
+
+
+def multivent_path(folder: str | Path, video_id: str) -> Path:
+    """Where MultiVENT 2.0 keeps a numeric video id: ``{folder}/{(id//100)+1:06d}/{id}.mp4``."""
+    return Path(folder) / f"{int(video_id) // 100 + 1:06d}" / f"{video_id}.mp4"
+
+
+def make_multivent_tree(folder: str | Path, video_ids, n_frames: int = 12, rate: int = 4) -> dict[str, Path]:
+    """Small H.264 videos at their MultiVENT 2.0 paths; {video_id: path}."""
+    return {vid: encode(multivent_path(folder, vid), codec="libx264", width=64, height=48, n_frames=n_frames,
+                        rate=rate, options=X264)
+            for vid in video_ids}
