@@ -2,6 +2,7 @@
 #   make pipeline   set up .venv and run the default pipeline (rule all: results/metrics.tsv, the training-data report, the loss curves)
 #   make test       set up .venv (and .venv-vllm, vLLM's own CPU environment for the vLLM backend
 #                   tests; VLLM=0 skips it) and run the whole test suite (what .ci/run calls)
+#   make test-fast  the tests that run no pipeline, no Slurm and no vLLM (minutes; while developing)
 PYTHON ?= python3.11
 VENV ?= .venv
 CORES ?= all
@@ -9,7 +10,7 @@ VLLM ?= 1
 VLLM_VENV ?= .venv-vllm
 BIN := $(VENV)/bin
 
-.PHONY: pipeline test venv vllm-venv clean
+.PHONY: pipeline test test-fast venv vllm-venv clean
 
 venv: $(VENV)/.installed
 
@@ -32,6 +33,9 @@ pipeline: venv
 
 test: venv $(if $(filter 1,$(VLLM)),vllm-venv)
 	PATH="$(abspath $(BIN)):$$PATH" RANKVIDEO_VLLM_PYTHON="$(abspath $(VLLM_VENV))/bin/python" python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf results .snakemake

@@ -26,7 +26,6 @@ except rv_config.ConfigError as error:
     raise ValueError(str(error)) from None
 config.clear()
 config.update(_effective)
-RESULTS = config["results_dir"].rstrip("/") or "/"
 
 
 include: "rules/common.smk"
@@ -57,20 +56,20 @@ localrules:
 
 rule all:
     input:
-        RESULTS + "/metrics.tsv",
+        out("metrics.tsv"),
         # the training's report and loss curves where a system needs a trained checkpoint
-        *([RESULTS + "/training_data/report.json", RESULTS + "/plots/loss_curves.png"] if NEEDS_TRAINING else []),
+        *([out("training_data/report.json"), out("plots/loss_curves.png")] if NEEDS_TRAINING else []),
     default_target: True
 
 
 # the configuration this run resolved to (rankvideo.config.resolve), as `python -m rankvideo.config show` prints it
 rule effective_config:
     output:
-        RESULTS + "/effective_config.yaml",
+        out("effective_config.yaml"),
     params:
         config=config,
     log:
-        RESULTS + "/logs/effective_config.log",
+        out("logs/effective_config.log"),
     conda:
         "envs/rankvideo.yaml"
     script:

@@ -5,8 +5,8 @@ rule captions:
     input:
         unpack(captions_inputs),
     output:
-        captions=RESULTS + "/captions/captions.jsonl",
-        failures=RESULTS + "/captions/failures.jsonl",
+        captions=out("captions/captions.jsonl"),
+        failures=out("captions/failures.jsonl"),
     params:
         model=lambda wildcards: model_path("captioner"),
         settings=config["captions"],
@@ -16,9 +16,9 @@ rule captions:
         gpu=gpus("captions"),
     threads: 2
     log:
-        RESULTS + "/logs/captions.log",
+        out("logs/captions.log"),
     benchmark:
-        RESULTS + "/benchmarks/captions.tsv"
+        out("benchmarks/captions.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:

@@ -10,9 +10,17 @@ MISSING = ", ".join(rv_config.missing_paths(config))
 if MISSING:
     raise ValueError(f"dataset.kind=files needs these config keys to name files: {MISSING}")
 
+RESULTS = config["results_dir"].rstrip("/")
+
+
+def out(path):
+    """A path under the run's results folder (results_dir)."""
+    return f"{RESULTS}/{path}"
+
+
 DATASET = config["dataset"]
 SYNTHETIC = DATASET["kind"] == "synthetic"
-BENCHMARK = RESULTS + "/benchmark"
+BENCHMARK = out("benchmark")
 SYSTEMS = config["systems"]
 import re
 
@@ -25,7 +33,7 @@ if "first_stage" not in SYSTEMS:
     raise ValueError("systems must list first_stage: it is the baseline of the metrics table's significance test")
 UNKNOWN = [s for s in SCORED if s not in KNOWN]
 if UNKNOWN or f"first_stage{FUSED_SUFFIX}" in SYSTEMS:
-    raise ValueError(f"systems: unknown system(s) {', '.join(UNKNOWN or ['first_stage' + FUSED_SUFFIX])}; a system is "
+    raise ValueError(f"systems: unknown system(s) {', '.join(UNKNOWN or [f'first_stage{FUSED_SUFFIX}'])}; a system is "
                      f"first_stage or one of {', '.join(KNOWN)} (models.rerankers names more models), optionally with "
                      f"{FUSED_SUFFIX}")
 CLASH = sorted(set(RERANKERS) & {"first_stage", "base", "stage1", "stage2"})
@@ -84,7 +92,7 @@ def first_stage_inputs(wildcards):
 def system_inputs(wildcards):
     """First-stage run, qrels and test queries; reranked systems add their prediction folder."""
     inputs = {
-        "first_stage": RESULTS + "/first_stage/test.json",
+        "first_stage": out("first_stage/test.json"),
         "qrels": qrels_file("test"),
         "queries": queries_tsv("test"),
     }
@@ -97,7 +105,7 @@ def fusion_params(wildcards):
     return config["fusion"] if wildcards.system.endswith(FUSED_SUFFIX) else None
 
 
-TINY = {"base": RESULTS + "/models/tiny-vlm", "captioner": RESULTS + "/models/tiny-vlm", "teacher": RESULTS + "/models/tiny-text"}
+TINY = {"base": out("models/tiny-vlm"), "captioner": out("models/tiny-vlm"), "teacher": out("models/tiny-text")}
 
 
 def model_path(role):
@@ -108,7 +116,7 @@ def model_path(role):
 def model_input(role):
     """The model folder as an input when the pipeline builds it."""
     path = model_path(role)
-    return {"model": path} if path.startswith(RESULTS + "/") else {}
+    return {"model": path} if path.startswith(out("")) else {}
 
 
 def model_source(system):
@@ -127,39 +135,39 @@ def videos_input():
 
 
 def train_stage1_inputs(wildcards):
-    return {"train": RESULTS + "/training_data/stage1_train.jsonl", "eval": RESULTS + "/training_data/stage1_eval.jsonl",
+    return {"train": out("training_data/stage1_train.jsonl"), "eval": out("training_data/stage1_eval.jsonl"),
             **model_input("base"), **videos_input()}
 
 
 def stage1_output():
     """The model stage 1 hands on: its own folder (the paper's curriculum) or, with stage 1 off, the base."""
-    return RESULTS + "/models/stage1" if config["train_stage1"]["enabled"] else model_path("base")
+    return out("models/stage1") if config["train_stage1"]["enabled"] else model_path("base")
 
 
 def stage2_init(wildcards=None):
     """Stage 2 starts from stage 1's model, copy-pretrained first when copy_pretrain.steps > 0."""
-    return RESULTS + "/models/stage1-copy" if COPY_PRETRAIN else stage1_output()
+    return out("models/stage1-copy") if COPY_PRETRAIN else stage1_output()
 
 
 def copy_pretrain_inputs(wildcards):
-    inputs = {"stage1_train": RESULTS + "/training_data/stage1_train.jsonl", "train": RESULTS + "/training_data/train.jsonl"}
-    if stage1_output().startswith(RESULTS + "/"):
+    inputs = {"stage1_train": out("training_data/stage1_train.jsonl"), "train": out("training_data/train.jsonl")}
+    if stage1_output().startswith(out("")):
         inputs["model"] = stage1_output()
     return inputs
 
 
-DESCRIPTIONS = RESULTS + "/descriptions/descriptions.jsonl"
+DESCRIPTIONS = out("descriptions/descriptions.jsonl")
 
 
 def describe_inputs(wildcards):
-    return {"model": stage1_output(), "train": RESULTS + "/training_data/train.jsonl",
-            "eval": RESULTS + "/training_data/eval.jsonl", "video2queries": RESULTS + "/first_stage/video2queries_test.json",
+    return {"model": stage1_output(), "train": out("training_data/train.jsonl"),
+            "eval": out("training_data/eval.jsonl"), "video2queries": out("first_stage/video2queries_test.json"),
             **videos_input()}
 
 
 def train_stage2_inputs(wildcards):
-    inputs = {"train": RESULTS + "/training_data/train.jsonl", "eval": RESULTS + "/training_data/eval.jsonl", **videos_input()}
-    if stage2_init().startswith(RESULTS + "/"):
+    inputs = {"train": out("training_data/train.jsonl"), "eval": out("training_data/eval.jsonl"), **videos_input()}
+    if stage2_init().startswith(out("")):
         inputs["model"] = stage2_init()
     if DESCRIBE:
         inputs["descriptions"] = DESCRIPTIONS
@@ -175,21 +183,21 @@ def reference_captions():
 
 
 def captions_inputs(wildcards):
-    inputs = {"ids": RESULTS + "/first_stage/video2queries_train.json", **model_input("captioner")}
+    inputs = {"ids": out("first_stage/video2queries_train.json"), **model_input("captioner")}
     if SYNTHETIC:
         inputs["videos"] = f"{BENCHMARK}/videos"
     return inputs
 
 
 def teacher_inputs(wildcards):
-    return {"queries": queries_tsv("train"), "candidates": RESULTS + "/first_stage/train.trec",
-            "captions": RESULTS + "/captions/captions.jsonl", "asr": asr_jsonl(), **model_input("teacher")}
+    return {"queries": queries_tsv("train"), "candidates": out("first_stage/train.trec"),
+            "captions": out("captions/captions.jsonl"), "asr": asr_jsonl(), **model_input("teacher")}
 
 
 def training_data_inputs(wildcards):
-    inputs = {"queries": queries_tsv("train"), "qrels": qrels_file("train"), "run": RESULTS + "/first_stage/train.json",
-              "teacher": RESULTS + "/teacher/teacher_labels.jsonl", "asr": asr_jsonl(),
-              "captions": RESULTS + "/captions/captions.jsonl"}
+    inputs = {"queries": queries_tsv("train"), "qrels": qrels_file("train"), "run": out("first_stage/train.json"),
+              "teacher": out("teacher/teacher_labels.jsonl"), "asr": asr_jsonl(),
+              "captions": out("captions/captions.jsonl")}
     if config["training_data"]["stage1_captions"] == "reference":
         inputs["stage1_captions"] = reference_captions()
     perception = perception_source()
@@ -217,11 +225,11 @@ def perception_source():
 
 def rerank_inputs(wildcards):
     inputs = {
-        "video2queries": RESULTS + "/first_stage/video2queries_test.json",
+        "video2queries": out("first_stage/video2queries_test.json"),
         "queries": queries_tsv("test"),
     }
     model = model_source(wildcards.system)
-    if model.startswith(RESULTS + "/"):
+    if model.startswith(out("")):
         inputs["model"] = model
     if DESCRIBE and wildcards.system == "stage2":  # the system trained with descriptions
         inputs["descriptions"] = DESCRIPTIONS

@@ -18,9 +18,9 @@ rule synthetic_benchmark:
     params:
         settings=DATASET["synthetic"],
     log:
-        RESULTS + "/logs/synthetic_benchmark.log",
+        out("logs/synthetic_benchmark.log"),
     benchmark:
-        RESULTS + "/benchmarks/synthetic_benchmark.tsv"
+        out("benchmarks/synthetic_benchmark.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:

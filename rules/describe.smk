@@ -8,7 +8,7 @@ rule describe:
         unpack(describe_inputs),
     output:
         descriptions=DESCRIPTIONS,
-        failures=RESULTS + "/descriptions/failures.jsonl",
+        failures=out("descriptions/failures.jsonl"),
     params:
         settings=config["descriptions"],
         video=config["train_stage1"]["video"],
@@ -18,9 +18,9 @@ rule describe:
         gpu=gpus("descriptions"),
     threads: 2
     log:
-        RESULTS + "/logs/describe.log",
+        out("logs/describe.log"),
     benchmark:
-        RESULTS + "/benchmarks/describe.tsv"
+        out("benchmarks/describe.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:

@@ -5,13 +5,13 @@ rule evaluate:
     input:
         unpack(system_inputs),
     output:
-        summary=RESULTS + "/eval/{system}.summary.tsv",
-        per_query=RESULTS + "/eval/{system}.per_query.tsv",
+        summary=out("eval/{system}.summary.tsv"),
+        per_query=out("eval/{system}.per_query.tsv"),
     params:
         evaluation=EVAL,
         fusion=fusion_params,
     log:
-        RESULTS + "/logs/evaluate/{system}.log",
+        out("logs/evaluate/{system}.log"),
     conda:
         "../envs/rankvideo.yaml"
     script:
@@ -20,17 +20,17 @@ rule evaluate:
 
 rule metrics:
     input:
-        summaries=expand(RESULTS + "/eval/{system}.summary.tsv", system=SYSTEMS),
-        per_query=expand(RESULTS + "/eval/{system}.per_query.tsv", system=SYSTEMS),
+        summaries=expand(out("eval/{system}.summary.tsv"), system=SYSTEMS),
+        per_query=expand(out("eval/{system}.per_query.tsv"), system=SYSTEMS),
     output:
-        table=RESULTS + "/metrics.tsv",
+        table=out("metrics.tsv"),
         per_query=f"{RESULTS}/per_query/{EVAL['primary_measure']}.tsv",
-        plot=RESULTS + "/plots/ndcg_at_k.png",
+        plot=out("plots/ndcg_at_k.png"),
     params:
         systems=SYSTEMS,
         measure=EVAL["primary_measure"],
     log:
-        RESULTS + "/logs/metrics.log",
+        out("logs/metrics.log"),
     conda:
         "../envs/rankvideo.yaml"
     script:

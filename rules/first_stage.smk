@@ -6,17 +6,17 @@ rule first_stage:
     input:
         unpack(first_stage_inputs),
     output:
-        json=RESULTS + "/first_stage/{split}.json",
-        trec=RESULTS + "/first_stage/{split}.trec",
-        video2queries=RESULTS + "/first_stage/video2queries_{split}.json",
+        json=out("first_stage/{split}.json"),
+        trec=out("first_stage/{split}.trec"),
+        video2queries=out("first_stage/video2queries_{split}.json"),
     params:
         method=config["first_stage"]["method"],
         depth=config["first_stage"]["depth"],
         bm25=config["first_stage"]["bm25"],
     log:
-        RESULTS + "/logs/first_stage/{split}.log",
+        out("logs/first_stage/{split}.log"),
     benchmark:
-        RESULTS + "/benchmarks/first_stage/{split}.tsv"
+        out("benchmarks/first_stage/{split}.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:

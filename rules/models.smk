@@ -4,12 +4,12 @@
 
 rule tiny_model:
     output:
-        directory(RESULTS + "/models/tiny-{kind}"),
+        directory(out("models/tiny-{kind}")),
     params:
         seed=config["models"]["tiny"]["seed"],
         sizes=lambda wildcards: config["models"]["tiny"][wildcards.kind],
     log:
-        RESULTS + "/logs/tiny_model/{kind}.log",
+        out("logs/tiny_model/{kind}.log"),
     conda:
         "../envs/rankvideo.yaml"
     script:

@@ -6,7 +6,7 @@ rule rerank_shard:
     input:
         unpack(rerank_inputs),
     output:
-        summary=RESULTS + "/rerank/{system}/shards/{shard}/summary.json",
+        summary=out("rerank/{system}/shards/{shard}/summary.json"),
     params:
         shard=lambda wildcards: int(wildcards.shard),
         shards=config["rerank"]["shards"],
@@ -18,9 +18,9 @@ rule rerank_shard:
         gpu=gpus("rerank"),
     threads: 2
     log:
-        RESULTS + "/logs/rerank/{system}/{shard}.log",
+        out("logs/rerank/{system}/{shard}.log"),
     benchmark:
-        RESULTS + "/benchmarks/rerank/{system}/{shard}.tsv"
+        out("benchmarks/rerank/{system}/{shard}.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:
@@ -29,17 +29,17 @@ rule rerank_shard:
 
 rule gather_rerank:
     input:
-        shards=expand(RESULTS + "/rerank/{{system}}/shards/{shard}/summary.json", shard=SHARDS),
-        first_stage=RESULTS + "/first_stage/test.json",
+        shards=expand(out("rerank/{{system}}/shards/{shard}/summary.json"), shard=SHARDS),
+        first_stage=out("first_stage/test.json"),
     output:
-        predictions=directory(RESULTS + "/rerank/{system}/predictions"),
-        run=RESULTS + "/rerank/{system}/run.trec",
-        failures=RESULTS + "/rerank/{system}/failures.jsonl",
-        summary=RESULTS + "/rerank/{system}/summary.json",
+        predictions=directory(out("rerank/{system}/predictions")),
+        run=out("rerank/{system}/run.trec"),
+        failures=out("rerank/{system}/failures.jsonl"),
+        summary=out("rerank/{system}/summary.json"),
     params:
         evaluation=EVAL,
     log:
-        RESULTS + "/logs/gather_rerank/{system}.log",
+        out("logs/gather_rerank/{system}.log"),
     conda:
         "../envs/rankvideo.yaml"
     script:

@@ -5,7 +5,7 @@ rule teacher_labels:
     input:
         unpack(teacher_inputs),
     output:
-        RESULTS + "/teacher/teacher_labels.jsonl",
+        out("teacher/teacher_labels.jsonl"),
     params:
         model=lambda wildcards: model_path("teacher"),
         settings=config["teacher"],
@@ -14,9 +14,9 @@ rule teacher_labels:
         gpu=gpus("teacher"),
     threads: 2
     log:
-        RESULTS + "/logs/teacher_labels.log",
+        out("logs/teacher_labels.log"),
     benchmark:
-        RESULTS + "/benchmarks/teacher_labels.tsv"
+        out("benchmarks/teacher_labels.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:

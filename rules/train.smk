@@ -6,7 +6,7 @@ rule train_stage1:
     input:
         unpack(train_stage1_inputs),
     output:
-        directory(RESULTS + "/models/stage1"),
+        directory(out("models/stage1")),
     params:
         base=lambda wildcards: model_path("base"),
         settings=config["train_stage1"],
@@ -16,9 +16,9 @@ rule train_stage1:
         gpu=gpus("train_stage1"),
     threads: 2
     log:
-        RESULTS + "/logs/train_stage1.log",
+        out("logs/train_stage1.log"),
     benchmark:
-        RESULTS + "/benchmarks/train_stage1.tsv"
+        out("benchmarks/train_stage1.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:
@@ -29,7 +29,7 @@ rule copy_pretrain:
     input:
         unpack(copy_pretrain_inputs),
     output:
-        directory(RESULTS + "/models/stage1-copy"),
+        directory(out("models/stage1-copy")),
     params:
         model=lambda wildcards: stage1_output(),
         settings=config["copy_pretrain"],
@@ -39,9 +39,9 @@ rule copy_pretrain:
         gpu=gpus("copy_pretrain"),
     threads: 2
     log:
-        RESULTS + "/logs/copy_pretrain.log",
+        out("logs/copy_pretrain.log"),
     benchmark:
-        RESULTS + "/benchmarks/copy_pretrain.tsv"
+        out("benchmarks/copy_pretrain.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:
@@ -52,7 +52,7 @@ rule train_stage2:
     input:
         unpack(train_stage2_inputs),
     output:
-        directory(RESULTS + "/models/stage2"),
+        directory(out("models/stage2")),
     params:
         init=stage2_init,
         settings=config["train_stage2"],
@@ -63,9 +63,9 @@ rule train_stage2:
         gpu=gpus("train_stage2"),
     threads: 2
     log:
-        RESULTS + "/logs/train_stage2.log",
+        out("logs/train_stage2.log"),
     benchmark:
-        RESULTS + "/benchmarks/train_stage2.tsv"
+        out("benchmarks/train_stage2.tsv")
     conda:
         "../envs/rankvideo.yaml"
     script:
@@ -74,11 +74,11 @@ rule train_stage2:
 
 rule loss_curves:
     input:
-        models=expand(RESULTS + "/models/{stage}", stage=TRAINED),
+        models=expand(out("models/{stage}"), stage=TRAINED),
     output:
-        RESULTS + "/plots/loss_curves.png",
+        out("plots/loss_curves.png"),
     log:
-        RESULTS + "/logs/loss_curves.log",
+        out("logs/loss_curves.log"),
     conda:
         "../envs/rankvideo.yaml"
     script:

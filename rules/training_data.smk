@@ -5,19 +5,19 @@ rule training_data:
     input:
         unpack(training_data_inputs),
     output:
-        train=RESULTS + "/training_data/train.jsonl",
-        eval=RESULTS + "/training_data/eval.jsonl",
-        stage1_train=RESULTS + "/training_data/stage1_train.jsonl",
-        stage1_eval=RESULTS + "/training_data/stage1_eval.jsonl",
-        report=RESULTS + "/training_data/report.json",
-        report_md=RESULTS + "/training_data/report.md",
+        train=out("training_data/train.jsonl"),
+        eval=out("training_data/eval.jsonl"),
+        stage1_train=out("training_data/stage1_train.jsonl"),
+        stage1_eval=out("training_data/stage1_eval.jsonl"),
+        report=out("training_data/report.json"),
+        report_md=out("training_data/report.md"),
     params:
         settings=config["training_data"],
         seed=config["seed"],
         videos=video_source,
         perception=perception_source(),
     log:
-        RESULTS + "/logs/training_data.log",
+        out("logs/training_data.log"),
     conda:
         "../envs/rankvideo.yaml"
     script:

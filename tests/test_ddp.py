@@ -126,6 +126,7 @@ def test_torchrun_on_cpu_sets_up_ddp(tmp_path):
     assert [(r["process_index"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)], ranks
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_matches_one_process_on_the_same_global_batch(data, capsys):
     from safetensors.torch import load_file
 

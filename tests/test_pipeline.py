@@ -37,6 +37,7 @@ def test_lint_is_clean(repo_copy):
 TARGETS = ("results/metrics.tsv", "results/training_data/report.json", "results/plots/loss_curves.png")
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end(tmp_path):
     """The whole DAG on config/test.yaml (the default config's DAG, shrunk to about 2 minutes)."""
     repo = copy_repo(tmp_path / "a")

@@ -23,6 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # vLLM's own environment and engine start (minutes)
+
 VLLM_PYTHON = Path(os.environ.get("RANKVIDEO_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
 RUNNER = REPO / "tools" / "vllm_score.py"
 #: float32 on both sides; different kernels (vLLM's CPU attention, fused norms) leave ~1e-6
