@@ -1,11 +1,11 @@
 """Small adapters from config sections to the package's objects, shared by the pipeline scripts,
 and the model steps the rules run (:data:`STEPS`), here or in the vLLM environment.
 
-A step with ``backend: vllm`` runs where vLLM is: in this interpreter when it imports vLLM (a conda
-environment of envs/ under ``--sdm conda``, or vLLM installed beside the package), otherwise in the
-interpreter of the vLLM environment that ``environments.vllm_python`` (or ``$RANKVIDEO_VLLM_PYTHON``)
-names, as ``python -m rankvideo.pipeline SPEC.json``: a main module, so vLLM may spawn its workers
-(which Snakemake ``script:`` files, without a ``__main__`` guard, do not allow).
+A step with ``backend: vllm`` runs as ``python -m rankvideo.pipeline SPEC.json``: a main module, so
+vLLM may spawn its engine and tensor-parallel workers (which Snakemake ``script:`` files, without a
+``__main__`` guard, do not allow). The interpreter is this one when it imports vLLM (a conda
+environment under ``--sdm conda``, or vLLM installed beside the package), else the vLLM
+environment's that ``environments.vllm_python`` (or ``$RANKVIDEO_VLLM_PYTHON``) names.
 """
 
 from __future__ import annotations
@@ -157,11 +157,13 @@ def vllm_python(environments: dict | None) -> str | None:
 
 
 def run_step(name: str, kwargs: dict, backend: str, environments: dict | None, spec_path) -> dict:
-    """Run step ``name`` with ``kwargs`` (JSON values): here, unless its backend is vLLM and this
-    interpreter lacks it; then in the vLLM environment's interpreter (module docstring), its output
-    streamed into this process's log. A failure there fails here with its exit status."""
-    python = vllm_python(environments) if backend == "vllm" else None
-    if python is None or importlib.util.find_spec("vllm") is not None:
+    """Run step ``name`` with ``kwargs`` (JSON values): here, or with the vLLM backend in a child
+    interpreter (module docstring), its output streamed into this process's log. A failure there
+    fails here with its exit status."""
+    if backend != "vllm":
+        return STEPS[name](**kwargs)
+    python = sys.executable if importlib.util.find_spec("vllm") is not None else vllm_python(environments)
+    if python is None:  # no vLLM anywhere: the backend says so in one sentence
         return STEPS[name](**kwargs)
     if not Path(python).is_file():
         raise FileNotFoundError(f"environments.vllm_python / RANKVIDEO_VLLM_PYTHON names {python}, which is not a "
@@ -173,7 +175,7 @@ def run_step(name: str, kwargs: dict, backend: str, environments: dict | None, s
     spec_path = Path(spec_path)
     formats.write_json(spec_path, {"step": name, "kwargs": kwargs})
     cmd = [python, "-m", "rankvideo.pipeline", str(spec_path)]
-    log.info("running step %s in the vLLM environment: %s", name, " ".join(cmd))
+    log.info("running step %s with vLLM as a main module: %s", name, " ".join(cmd))
     sys.stderr.flush()
     with subprocess.Popen(cmd, env=package_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:

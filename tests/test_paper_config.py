@@ -87,4 +87,11 @@ def test_paper_config_runs_as_typed(tmp_path):
     assert all(c["meta"]["frames"] <= 16 for c in captions)
     labels = formats.read_jsonl(results / "teacher/teacher_labels.jsonl")
     assert len(labels) == 8  # 2 training queries x their 4 candidates (top 20)
-    assert "vLLM environment" in (results / "logs/rerank/stage2/0.log").read_text()
+    assert f"{VLLM_PYTHON} -m rankvideo.pipeline" in (results / "logs/rerank/stage2/0.log").read_text()
+
+
+def test_a_vllm_step_names_a_missing_vllm_environment(tmp_path):
+    from rankvideo import pipeline
+
+    with pytest.raises(FileNotFoundError, match="/nowhere/python.*not a file"):
+        pipeline.run_step("rerank", {}, "vllm", {"vllm_python": "/nowhere/python"}, tmp_path / "s.json")
