@@ -13,8 +13,8 @@ trains the whole model, text only, with the causal-LM loss on sequences ``"w1 ..
 of k (5 to 14) words drawn from the words of the training data (stage-1 captions, training
 queries): the first half cannot be predicted, the second can once the model copies. On the default
 stage-1 model the loss falls from 7.3 to ~2.5 in 100 steps (word frequencies), then from about
-step 500 steeply to ~1.2 (the second half copied); the numbers are in docs/demo_findings.md and
-``benchmarks/results/stage2_variants.md``.
+step 500 steeply to ~1.2 (the second half copied); the numbers are in research/demo_findings.md and
+``research/results/stage2_variants.md``.
 
 The output folder (weights and processor, written under a temporary name and renamed when whole)
 loads like any model folder; ``copy_pretrain.json`` in it records the settings, the words and the

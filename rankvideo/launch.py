@@ -112,7 +112,7 @@ def train_candidates(spec: dict, candidates: int, processes: int, threads: int =
     the one with the lowest :func:`final_loss` to the spec's output; returns {seed: final loss}.
 
     Only training data decide: the tiny models' stage 2 escapes its chance-level plateau late or
-    not at all in some seeds, and such a run keeps a high training loss (docs/demo_findings.md, "Two
+    not at all in some seeds, and such a run keeps a high training loss (research/demo_findings.md, "Two
     candidates"). After an interruption a finished candidate of the same run
     (:func:`prepare_candidates`) is not trained again and an unfinished one resumes from its
     checkpoints. The chosen folder's record lists every candidate's loss."""

@@ -91,7 +91,7 @@ def rerank_prompt(variant: str = "default") -> RerankPrompt:
 #: comes *before* the query so that, under causal attention, each query word can look back for itself
 #: in the description (after the query, only the answer position could compare the two; on the
 #: held-out seed-14 benchmark the tiny model then checked two attributes of five:
-#: benchmarks/results/stage2_variants.md, "fourth part").
+#: research/results/stage2_variants.md, "fourth part").
 DESCRIPTION_LINE = "Video description: {description}\n"
 #: what a stage-2 training record says of a model trained with descriptions (``descriptions``), so that
 #: a model trained by an older version (``true``: the description after the query) is refused, not

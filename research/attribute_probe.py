@@ -1,6 +1,6 @@
 """What a trained reranker looks at, on a finished synthetic-benchmark run.
 
-    python benchmarks/attribute_probe.py [--workdir .] [--model results/models/stage2] [--output probe.json]
+    python research/attribute_probe.py [--workdir .] [--model results/models/stage2] [--output probe.json]
 
 1. Attribute probe: one single-attribute query per value ("something red", "three objects", ...),
    scored against every video of the benchmark; per attribute, the mean over its values of the AUC

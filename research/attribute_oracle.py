@@ -1,7 +1,7 @@
 """How far a video-only reranker gets when it perceives some attributes perfectly, on a finished
 synthetic-benchmark run.
 
-    python benchmarks/attribute_oracle.py [--workdir .] [--config config/config.yaml] [--draws 20]
+    python research/attribute_oracle.py [--workdir .] [--config config/config.yaml] [--draws 20]
         [--descriptions results/descriptions/descriptions.jsonl]
 
 For each subset of attributes, every first-stage candidate of a test query is scored by how many of

@@ -1,5 +1,5 @@
 """The test candidates of a finished synthetic-benchmark pipeline folder, and how the probes in
-``benchmarks/`` evaluate scores of them: as the metrics table does (the reranked top
+``research/`` evaluate scores of them: as the metrics table does (the reranked top
 ``rerank_depth`` of the first stage, its fusion with the first stage, nDCG@10 with pytrec_eval and
 the paired p-value against the first stage)."""
 

@@ -1,7 +1,7 @@
 """Train stage 2 again from a finished pipeline's stage-1 model with something changed, score the
 test candidates and print nDCG@10 of stage 2 and of its fusion against the first stage.
 
-    python benchmarks/stage2_variant.py --work /tmp/v1 [--description config|none|self|reference]
+    python research/stage2_variant.py --work /tmp/v1 [--description config|none|self|reference]
         [--motion-words query] [--set lr=1e-3 tau_rank=1 ...] [--steps 3000] [--device cpu]
         [--teacher pipeline|query-likelihood] [--init MODEL]
 
@@ -25,7 +25,7 @@ lambda_distill=5``); ``--init`` starts stage 2 from another model folder (defaul
 pipeline's stage 2 starts from, ``results/models/stage1-copy`` with copy pretraining, else
 ``results/models/stage1``; e.g. ``results/models/tiny-vlm``, no stage 1). ``--positive-grade 2``
 makes only exact matches positives. ``--swap-negatives``, ``--video-swap`` and ``--score-descriptions
-shuffled`` are the probes of ``benchmarks/results/stage2_variants.md`` (2026-11-30, third part), each
+shuffled`` are the probes of ``research/results/stage2_variants.md`` (2026-11-30, third part), each
 explained by its ``--help``. The work folder keeps the trained model, the scores and
 ``result.json``; an existing model there is scored again, not retrained.
 """
@@ -68,7 +68,7 @@ def self_captions(work: Path, video_dir: Path, cfg: dict, device: str) -> dict[s
 
 def likelihood_teacher(rows: list[dict], backend, settings, sharpness: float = 2.0) -> None:
     """Set each row's ``teacher_p_yes`` to sigmoid(sharpness * z), z the stage-1 model's query likelihood
-    (the query in the reference captions' words, ``benchmarks/query_likelihood.py``) z-scored within
+    (the query in the reference captions' words, ``research/query_likelihood.py``) z-scored within
     its query's rows."""
     import math
     import statistics
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                                                            "the training data's, training_data.positive_grade)")
     parser.add_argument("--swap-negatives", type=int, default=0, metavar="K",
                         help="K more negatives per positive training pair: its video with one attribute word of the "
-                             "query changed (-1: one per attribute named; benchmarks/swap_probe.py)")
+                             "query changed (-1: one per attribute named; research/swap_probe.py)")
     parser.add_argument("--video-swap", type=float, default=0.0, metavar="P",
                         help="train with a random other training video in place of a pair's own, with probability P "
                              "(the description and label stay the pair's): stage 2 must read the text")

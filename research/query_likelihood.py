@@ -1,7 +1,7 @@
 """Does a model's *caption* head already rank the test candidates? Score each first-stage candidate
 pair by the log-likelihood of the query as the model's caption of the video, then evaluate.
 
-    python benchmarks/query_likelihood.py --work /tmp/ql [--model results/models/stage1]
+    python research/query_likelihood.py --work /tmp/ql [--model results/models/stage1]
         [--wording query|caption] [--device cpu] [--config config/config.yaml]
 
 Run it in a finished pipeline folder (synthetic benchmark). A pair's score is

@@ -1,6 +1,6 @@
 """What a stage-1 (caption SFT) model perceives: per-attribute accuracy of its greedy captions.
 
-    python benchmarks/caption_probe.py --model results/models/stage1 [--videos 200] [--seed 99]
+    python research/caption_probe.py --model results/models/stage1 [--videos 200] [--seed 99]
         [--config config/config.yaml] [--output probe.json]
 
 Renders ``--videos`` held-out synthetic videos (the perception set of a benchmark drawn with

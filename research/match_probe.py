@@ -1,8 +1,8 @@
 """Can the tiny model learn word matching as text? Copy pretraining with a matching task mixed in.
 
-    python benchmarks/match_probe.py train --model M --output O --words JSONL:FIELD ... [copy_pretrain flags]
-    python benchmarks/match_probe.py answer-only MODEL OUTPUT STEPS [LR]
-    python benchmarks/match_probe.py accuracy MODEL
+    python research/match_probe.py train --model M --output O --words JSONL:FIELD ... [copy_pretrain flags]
+    python research/match_probe.py answer-only MODEL OUTPUT STEPS [LR]
+    python research/match_probe.py accuracy MODEL
 
 ``train`` runs :mod:`rankvideo.copy_pretrain` with a fraction (``COPY_FRACTION``, default 0.5, stays
 copying) of its texts replaced by ``"Query: q1 .. qm\\nVideo description: d1 .. dk\\nAnswer: yes|no"``:
@@ -10,7 +10,7 @@ the query is 1-5 words of the description, and for "no" one of them is replaced 
 description lacks (``MATCH_QUERY_MAX`` words at most, default 5). ``answer-only`` trains on
 matching texts alone with the loss on the answer token only (lr 1e-3 unless given). ``accuracy``
 scores 200 fresh texts (seed 123) by the model's next-token logits of " yes" against " no" after
-"Answer:". Results in ``benchmarks/results/stage2_variants.md``.
+"Answer:". Results in ``research/results/stage2_variants.md``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Can a model's vision tower learn an attribute when trained on it directly?
 
-    python benchmarks/vision_probe.py --model results/models/stage1 --videos DIR
+    python research/vision_probe.py --model results/models/stage1 --videos DIR
         [--attribute shape] [--steps 400] [--lr 1e-3] [--train 1200] [--held-out 200]
         [--fps 4 --max-frames 8 --tokens-per-frame 4] [--output x.json]
 

@@ -1,8 +1,8 @@
 """Can stage 2 learn to ground an attribute? Train it on clean single-attribute queries over fresh videos.
 
-    python benchmarks/grounding_probe.py [--workdir .] [--model results/models/stage1]
+    python research/grounding_probe.py [--workdir .] [--model results/models/stage1]
         [--attributes colour,count] [--steps 1200] [--videos 3000] [--held-out 200] [--linear-probe]
-        [--output-dir benchmarks-out/grounding] [--output probe.json]
+        [--output-dir research-out/grounding] [--output probe.json]
 
 The pipeline's stage-2 data mixes every attribute in every query and reuses the corpus's 150 videos;
 this probe takes both away. It renders ``--videos`` new videos with the run's benchmark settings
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--negatives", type=int, default=3)
     parser.add_argument("--seed", type=int, default=99, help="seed of the probe's videos and groups")
     parser.add_argument("--linear-probe", action="store_true")
-    parser.add_argument("--output-dir", default="benchmarks-out/grounding")
+    parser.add_argument("--output-dir", default="research-out/grounding")
     parser.add_argument("--output")
     args = parser.parse_args(argv)
 

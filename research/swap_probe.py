@@ -3,7 +3,7 @@
 A positive training pair whose query has one attribute word changed to another value of the same
 attribute ("a red circle" -> "a blue circle") is a negative for the same video and description: the
 query now names a value the video does not have. A probe, not a pipeline step (results in
-``benchmarks/results/stage2_variants.md``).
+``research/results/stage2_variants.md``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which of a test query's attributes a reranker checks, on a finished synthetic-benchmark run.
 
-    python benchmarks/attribute_errors.py RUN [RUN ...] [--workdir .] [--config config/config.yaml]
+    python research/attribute_errors.py RUN [RUN ...] [--workdir .] [--config config/config.yaml]
 
 RUN is a scored run of the test queries: a TREC run file (``results/rerank/stage2/run.trec``) or
 ``{qid: {doc: score}}`` JSON (``stage2_variant.py``'s ``scores.json``). Each score is z-scored
