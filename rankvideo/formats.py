@@ -71,9 +71,11 @@ def atomic_open(path: PathLike, mode: str = "w"):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None and error.errno:  # a full disk: name the file
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 
@@ -488,10 +490,13 @@ class JsonlAppender:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with open(fd, "a", encoding="utf-8", newline="\n") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(fd, "a", encoding="utf-8", newline="\n") as handle:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:  # a full disk: name the file
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
         self.records[key] = dict(record)
         return True
 
