@@ -119,8 +119,9 @@ def test_resolver_refuses_hostile_ids_in_every_layout(tmp_path, layout):
         assert info.value.reason.startswith(reason)
 
 
+@pytest.mark.parametrize("long_id", [False, True], ids=["escaping", "10000-chars"])
 @pytest.mark.parametrize("layout", ["flat", "index"])
-def test_rerank_hostile_ids_are_failures_and_touch_nothing_outside(world, tmp_path, capsys, layout):
+def test_rerank_hostile_ids_are_failures_and_touch_nothing_outside(world, tmp_path, capsys, layout, long_id):
     """Before: an id with ../ (or absolute) made rerank delete an unreadable file outside --output-dir;
     with --video-index the score file was written outside; a 10,000-character id aborted the job and
     every resume. After: each is a recorded failure with its reason; nothing outside is touched."""
@@ -132,7 +133,9 @@ def test_rerank_hostile_ids_are_failures_and_touch_nothing_outside(world, tmp_pa
     absolute = str(work / "abs")
     Path(absolute + f"_reranking_{world['model'].name}.json").write_text("{broken")
     hostile = {"../victim": "unsafe id: contains '/'", absolute: "unsafe id: contains '/'",
-               LONG_ID: "unsafe id: 10000 bytes long (at most 128)", "..": "unsafe id: '..' names a folder"}
+               "..": "unsafe id: '..' names a folder", "a\x00b": "unsafe id: contains a control character"}
+    if long_id:
+        hostile = {LONG_ID: "unsafe id: 10000 bytes long (at most 128)"}
     v2q = tmp_path / "v2q.json"
     formats.write_json(v2q, {**{vid: ["q1"] for vid in hostile}, "a": ["q1", "q2"]})
     extra = []
@@ -144,7 +147,7 @@ def test_rerank_hostile_ids_are_failures_and_touch_nothing_outside(world, tmp_pa
     before = fingerprint(tmp_path, out)
     for attempt in range(2):  # the run and a resume: both finish
         code, stdout, _ = main_exit(rerank, rerank_args(world, out, v2q, *extra), capsys)
-        assert code == 0 and "failed 4" in stdout
+        assert code == 0 and f"failed {len(hostile)}" in stdout
         assert fingerprint(tmp_path, out) == before  # the victims are there, unchanged; nothing new outside
         assert scored(out) == {"a"}
         assert failures_of(out) == hostile
@@ -324,14 +327,15 @@ def test_a_symlinked_failures_file_is_not_written_through(world, tmp_path, capsy
     """Before: records were appended to the symlink's target, outside the folder. After: exit 2."""
     out = tmp_path / "out"
     out.mkdir()
-    target = tmp_path / "elsewhere.txt"
-    target.write_text("precious\n")
+    target = tmp_path / "elsewhere.jsonl"
+    precious = '{"video_id": "kept", "path": null, "reason": "kept by another job"}\n'
+    target.write_text(precious)
     (out / "failures.jsonl").symlink_to(target)
     v2q = tmp_path / "v2q.json"
     formats.write_json(v2q, {"missing": ["q1"]})
     code, _, err = main_exit(rerank, rerank_args(world, out, v2q), capsys)
     assert code == 2 and "failures.jsonl: is a symbolic link; refusing to write through it" in err
-    assert target.read_text() == "precious\n"
+    assert target.read_text() == precious
 
 
 # ----------------------------------------------------------------------------- writers, settings, retries
