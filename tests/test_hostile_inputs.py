@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rankvideo import evaluate, formats, generate_captions, generate_reasoning, rerank
+from rankvideo import evaluate, first_stage, formats, generate_captions, generate_reasoning, rerank
 from rankvideo.formats import FormatError
 from rankvideo.video import FailureLog, VideoError, VideoResolver
 from videos import X264, encode
@@ -491,6 +491,16 @@ def test_unwritable_output_folder_exits_2_with_one_sentence(world, tmp_path, cap
                                                  str(out / "c.jsonl"), "--model-name", str(world["model"]),
                                                  "--no-progress", "--device", "cpu"], capsys)
     assert code == 2 and str(out.parent) in error_line(err)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"doc_id": "a", "text": "a red circle"}\n')
+    first_stage_argv = ["--queries", str(world["root"] / "queries.tsv"), "--documents", str(docs), "--output-json",
+                        str(out / "run.json"), "--output-trec", str(out / "run.trec"), "--output-video2queries",
+                        str(out / "v2q.json")]
+    code, _, err = main_exit(first_stage, first_stage_argv, capsys)
+    assert code == 2 and str(out.parent) in error_line(err)
+    docs.write_bytes(b'{"doc_id": "a", "text": "caf\xe9"}\n')
+    code, _, err = main_exit(first_stage, first_stage_argv, capsys)
+    assert code == 2 and f"{docs}:1: not valid UTF-8" in error_line(err)
 
 
 def test_full_disk_exits_2_with_one_sentence(world, tmp_path):
