@@ -5,7 +5,8 @@
 
 Records ``{"doc_id", "text", "meta"}`` one per line, appended as they are made: a rerun finishes
 the missing ids and never duplicates one. Videos that cannot be read go to ``failures.jsonl``
-beside the output (``--failures``) and are counted.
+beside the output (``--failures``) and are counted; a rerun tries them again and replaces their records
+by the outcome. One process writes an output at a time (a lock file beside it).
 """
 
 from __future__ import annotations

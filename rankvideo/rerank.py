@@ -11,8 +11,12 @@ folder holding scores of another model or code is refused (or cleared with ``--r
 Videos that cannot be read go to ``failures.jsonl``. A model trained with video descriptions
 (``descriptions.enabled``) is scored with them (``--descriptions``: the video's description, then
 the query, :func:`rankvideo.prompts.render_rerank`); a video without one is a failure too.
+Ids are checked (:func:`formats.id_problem`) before any path is built from them: an unsafe or
+over-long id is a failure record, never a path. One process writes a folder at a time
+(:class:`formats.DirLock`); failed videos are retried and their records replaced by the outcome;
+``summary.json`` merges the counts of disjoint shards run in one folder.
 Exit status: 0 when something was scored (or nothing was asked), 1 when pairs were asked but none
-could be scored, 2 on malformed input.
+could be scored, 2 on malformed input or an I/O error (one sentence naming the file).
 """
 
 from __future__ import annotations
