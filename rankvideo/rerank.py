@@ -168,6 +168,7 @@ def prepare_output_dir(output_dir: Path, run_info: dict, restart: bool) -> None:
             for old in output_dir.glob("*_reranking_*.json"):
                 old.unlink()
             (output_dir / FailureLog.FILENAME).unlink(missing_ok=True)
+            (output_dir / SUMMARY).unlink(missing_ok=True)  # its counts are of the cleared scores
     formats.write_json(info_path, run_info)
 
 

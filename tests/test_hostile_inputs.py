@@ -394,9 +394,12 @@ def test_other_scoring_settings_are_refused_naming_the_difference(world, tmp_pat
     code, _, err = main_exit(rerank, rerank_args(world, out, v2q, "--query-batch-size", "1"), capsys)
     assert code == 2 and "scoring.query_batch_size: 64 -> 1" in err
     assert scored(out) == {"a"}  # nothing scored with the other settings
-    code, _, _ = main_exit(rerank, rerank_args(world, out, v2q, "--dtype", "bfloat16", "--restart"), capsys)
-    assert code == 0 and scored(out) == {"a", "b"}
+    code, _, _ = main_exit(rerank, rerank_args(world, out, v2q, "--dtype", "bfloat16", "--restart", "--id-start", "1"),
+                           capsys)
+    assert code == 0 and scored(out) == {"b"}  # a's float32 scores were cleared
     assert formats.read_json(out / "run_info.json")["scoring"]["dtype"] == "bfloat16"
+    summary = formats.read_json(out / "summary.json")  # the cleared run's counts went with its scores
+    assert (summary["videos_asked"], summary["videos_scored"], len(summary["shards"])) == (1, 1, 1)
 
 
 def test_failures_are_retried_and_replaced(world, tmp_path, capsys):
