@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def run_import_stage(run_path, queries_tsv, depth: int, json_path, trec_path, vi
     return run
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="BM25 first stage over per-video text.")
     parser.add_argument("--queries", required=True, help="queries TSV")
     parser.add_argument("--documents", required=True, help="JSONL of {doc_id, text} (e.g. transcripts)")
@@ -101,9 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-video2queries", required=True)
     args = parser.parse_args(argv)
     logs.setup()
-    run_bm25_stage(args.queries, args.documents, args.depth, args.output_json, args.output_trec,
-                   args.output_video2queries, k1=args.k1, b=args.b)
+    try:
+        run_bm25_stage(args.queries, args.documents, args.depth, args.output_json, args.output_trec,
+                       args.output_video2queries, k1=args.k1, b=args.b)
+    except (formats.FormatError, OSError) as error:  # malformed input; missing input, read-only or full disk
+        print(f"error: {formats.io_error_sentence(error)}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 PathLike = str | os.PathLike
+
+log = logging.getLogger(__name__)
 
 #: fields of one scored (query, video) pair in the per-video rerank JSON
 SCORE_FIELDS = ("logprob_yes", "logprob_no", "logit_delta", "p_yes")
@@ -46,16 +49,14 @@ class FormatError(ValueError):
 
 
 def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
-    """(line number, line without its end) for each line; BOM and CRLF tolerated."""
+    """(line number, line without its end) for each line; BOM and CRLF tolerated; bytes that are not
+    UTF-8 are a FormatError naming file and line."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                yield number, line.rstrip("\r\n")
-        except UnicodeDecodeError as err:
-            raise FormatError(path, None, f"not valid UTF-8 ({err})") from None
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            yield number, _decode(path, raw, number).rstrip("\r\n")
 
 
 @contextlib.contextmanager
@@ -70,9 +71,11 @@ def atomic_open(path: PathLike, mode: str = "w"):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None and error.errno:  # a full disk: name the file
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 
@@ -107,6 +110,35 @@ def write_text(path: PathLike, text: str) -> None:
         handle.write(text)
 
 
+#: longest id (UTF-8 bytes) that may become part of a file name: a file name has at most 255 bytes, and
+#: ``{id}_reranking_{model}.json`` must fit with the model's name
+MAX_ID_BYTES = 128
+
+
+def id_problem(video_id: object) -> str | None:
+    """Why ``video_id`` cannot be one file-name component inside a folder (``"unsafe id: ..."``), or
+    None when it can. The one check of ids that become paths: every reader, layout and CLI uses it
+    before a path is built from an id (an id is untrusted input)."""
+    if not isinstance(video_id, str):
+        return f"unsafe id: not a string ({type(video_id).__name__})"
+    if not video_id or video_id != video_id.strip():
+        return "unsafe id: empty or with leading/trailing whitespace"
+    if video_id in (".", ".."):
+        return f"unsafe id: {video_id!r} names a folder"
+    for bad in ("/", "\\"):
+        if bad in video_id:
+            return f"unsafe id: contains {bad!r}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in video_id):
+        return "unsafe id: contains a control character"
+    try:
+        size = len(video_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "unsafe id: not valid Unicode (lone surrogate)"
+    if size > MAX_ID_BYTES:
+        return f"unsafe id: {size} bytes long (at most {MAX_ID_BYTES})"
+    return None
+
+
 def _check_id(path: PathLike, number: int, value: str, what: str) -> str:
     if not value or value != value.strip() or any(c.isspace() for c in value):
         raise FormatError(path, number, f"{what} {value!r} is empty or contains whitespace")
@@ -120,6 +152,8 @@ def _parse_float(path: PathLike, number: int, value: str, what: str) -> float:
         raise FormatError(path, number, f"{what} {value!r} is not a number") from None
     if math.isnan(result):
         raise FormatError(path, number, f"{what} is NaN")
+    if math.isinf(result):
+        raise FormatError(path, number, f"{what} {value!r} is infinite")
     return result
 
 
@@ -132,6 +166,22 @@ def _parse_int(path: PathLike, number: int, value: str, what: str) -> int:
 
 def _format_score(score: float) -> str:
     return repr(float(score))
+
+
+def io_error_sentence(error: BaseException) -> str:
+    """One sentence for an I/O error (read-only or full disk, missing file, lock held), naming the file."""
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.filename}: {error.strerror}"
+    return str(error) or type(error).__name__
+
+
+# ----------------------------------------------------------------------------- id lists
+
+
+def read_id_list(path: PathLike) -> list[str]:
+    """Ids, one per line (the first tab-separated field; blank lines skipped). Ids are not checked
+    here: :func:`id_problem` makes an unsafe one a per-video failure where it is used."""
+    return [ident for ident in (line.split("\t")[0].strip() for _, line in _lines(path)) if ident]
 
 
 # ----------------------------------------------------------------------------- queries TSV
@@ -198,14 +248,8 @@ Run = dict[str, dict[str, float]]
 
 
 def read_first_stage_json(path: PathLike) -> Run:
-    """``{qid: {docid: score}}`` with numeric scores."""
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise FormatError(path, err.lineno, f"invalid JSON: {err.msg}") from None
+    """``{qid: {docid: score}}`` with finite numeric scores."""
+    data = read_json(path)
     if not isinstance(data, dict):
         raise FormatError(path, None, "expected a JSON object {qid: {docid: score}}")
     run: Run = {}
@@ -214,8 +258,8 @@ def read_first_stage_json(path: PathLike) -> Run:
             raise FormatError(path, None, f"query {qid!r}: expected an object {{docid: score}}, found {type(docs).__name__}")
         scores = {}
         for docid, score in docs.items():
-            if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
-                raise FormatError(path, None, f"query {qid!r}, doc {docid!r}: score {score!r} is not a number")
+            if not _is_finite_number(score):
+                raise FormatError(path, None, f"query {qid!r}, doc {docid!r}: score {score!r} is not a number (or not finite)")
             scores[str(docid)] = float(score)
         run[str(qid)] = scores
     return run
@@ -272,14 +316,51 @@ def write_json(path: PathLike, data: Any) -> None:
         handle.write("\n")
 
 
-def read_json(path: PathLike) -> Any:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict:
+    """object_pairs_hook: a key twice in one object is an error (json keeps the last one silently)."""
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _is_finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _decode(path: PathLike, data: bytes, line: int | None = None) -> str:
+    """UTF-8 text of ``data`` (a BOM dropped); a FormatError naming the file (and line) otherwise."""
     try:
-        with open(path, encoding="utf-8-sig") as handle:
-            return json.load(handle)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise FormatError(path, line, f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+
+
+def _loads(path: PathLike, text: str, line: int | None = None) -> Any:
+    """JSON text → value; invalid JSON and repeated keys are FormatErrors naming file and line.
+    NaN and Infinity (which json accepts) are kept out of scores by the score readers."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_object)
+    except _DuplicateKey as dup:
+        raise FormatError(path, line, f"key {dup.args[0]!r} appears twice in one object") from None
+    except json.JSONDecodeError as err:
+        where = f" (column {err.colno})" if line is not None else ""
+        raise FormatError(path, line if line is not None else err.lineno, f"invalid JSON: {err.msg}{where}") from None
+
+
+def read_json(path: PathLike) -> Any:
+    """A JSON file: valid UTF-8, no key twice in one object; errors name the file."""
+    try:
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise FormatError(path, err.lineno, f"invalid JSON: {err.msg}") from None
+    return _loads(path, _decode(path, data))
 
 
 def read_video2queries(path: PathLike) -> dict[str, list[str]]:
@@ -289,7 +370,7 @@ def read_video2queries(path: PathLike) -> dict[str, list[str]]:
         raise FormatError(path, None, "expected a JSON object {video_id: [qid, ...]}")
     result = {}
     for video, qids in data.items():
-        if not isinstance(qids, list):
+        if not isinstance(qids, list) or not all(isinstance(q, (str, int)) and not isinstance(q, bool) for q in qids):
             raise FormatError(path, None, f"video {video!r}: expected a list of query ids")
         qids = [str(q) for q in qids]
         if len(set(qids)) != len(qids):
@@ -320,10 +401,7 @@ def iter_jsonl(path: PathLike, required: Iterable[str] = ()) -> Iterator[dict]:
 
 
 def _parse_jsonl_line(path: PathLike, number: int, line: str, required: tuple[str, ...]) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise FormatError(path, number, f"invalid JSON: {err.msg} (column {err.colno})") from None
+    record = _loads(path, line, number)
     if not isinstance(record, dict):
         raise FormatError(path, number, "expected a JSON object")
     missing = [key for key in required if key not in record]
@@ -357,40 +435,47 @@ def read_id_text_jsonl(path: PathLike, id_field: str = "doc_id", text_field: str
 class JsonlAppender:
     """A JSONL file that grows one record at a time and resumes without duplicates.
 
-    On open, existing records are read (keyed by ``key``); a torn last line left by a killed
-    writer is dropped and the file rewritten atomically; any other bad line is a FormatError.
-    :meth:`append` writes, flushes and fsyncs one record and refuses a key already present.
-    One writer per file.
+    On open, existing records are read (keyed by ``key``); a last line without its newline, left
+    by a killed writer however it was torn (inside a multi-byte character too), is dropped unless
+    it holds a whole record, and the file rewritten atomically; any other bad line is a FormatError.
+    :meth:`append` writes, flushes and fsyncs one record and refuses a key already present;
+    :meth:`put` and :meth:`discard` replace or drop a record (the file is rewritten atomically).
+    A symbolic link is refused (records never go through it to another file). One writer per file:
+    the callers hold :class:`DirLock` on the folder.
     """
 
     def __init__(self, path: PathLike, key: str | Callable[[dict], str]):
         self.path = Path(path)
         self._key = key if callable(key) else (lambda record, name=key: str(record[name]))
         self.records: dict[str, dict] = {}
+        if self.path.is_symlink():
+            raise FormatError(self.path, None, "is a symbolic link; refusing to write through it (replace it with "
+                                               "a regular file)")
         if self.path.exists():
             self._load()
 
     def _load(self) -> None:
-        text = self.path.read_bytes().decode("utf-8-sig", errors="strict")
-        lines = text.split("\n")
-        torn = lines[-1].strip() != ""
-        kept = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+        lines = self.path.read_bytes().split(b"\n")
+        torn = lines[-1].strip() != b""
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
                 continue
             try:
-                record = _parse_jsonl_line(self.path, number, line.rstrip("\r"), ())
+                record = _parse_jsonl_line(self.path, number, _decode(self.path, raw, number).rstrip("\r"), ())
                 key = self._key(record)
             except (FormatError, KeyError) as error:
                 if torn and number == len(lines):
-                    continue  # an unfinished write of a killed job
+                    log.warning("%s:%d: dropped an unfinished last line (a killed writer's)", self.path, number)
+                    continue
                 raise FormatError(self.path, number, f"bad record: {error}") from None
             if key in self.records:
-                raise FormatError(self.path, number, f"key {key!r} appears twice")
+                raise FormatError(self.path, number, f"key {key!r} appears twice (two writers at once?)")
             self.records[key] = record
-            kept.append(record)
         if torn:
-            write_jsonl(self.path, kept)
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        write_jsonl(self.path, self.records.values())
 
     def __contains__(self, key: object) -> bool:
         return str(key) in self.records
@@ -404,12 +489,78 @@ class JsonlAppender:
         if key in self.records:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8", newline="\n") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            with open(fd, "a", encoding="utf-8", newline="\n") as handle:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:  # a full disk: name the file
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
         self.records[key] = dict(record)
         return True
+
+    def put(self, record: Mapping) -> bool:
+        """Add ``record``, replacing the one of the same key; False when that one was equal."""
+        record = dict(record)
+        key = self._key(record)
+        if key not in self.records:
+            return self.append(record)
+        if self.records[key] == record:
+            return False
+        self.records[key] = record
+        self._rewrite()
+        return True
+
+    def discard(self, key: object) -> bool:
+        """Drop the record of ``key``; False when there was none."""
+        if self.records.pop(str(key), None) is None:
+            return False
+        self._rewrite()
+        return True
+
+
+class LockedError(OSError):
+    """Another process writes into the same output folder."""
+
+
+class DirLock:
+    """One writer per output folder: an exclusive ``flock`` on ``<folder>/.rankvideo.lock`` (or on
+    ``lock_file``), which holds the holder's pid and host. The kernel releases it when the holder
+    exits, killed too, so a stale lock file never blocks. A second writer gets :class:`LockedError`
+    naming the holder. Use as a context manager."""
+
+    NAME = ".rankvideo.lock"
+
+    def __init__(self, folder: PathLike, lock_file: PathLike | None = None):
+        self.path = Path(lock_file) if lock_file is not None else Path(folder) / self.NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> "DirLock":
+        import fcntl
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise LockedError(f"{self.path.parent} is in use by {holder} (lock {self.path}); wait for it to finish "
+                              "or use another output folder") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock; the file stays (removing it would race)
+            self._fd = None
 
 
 # ----------------------------------------------------------------------------- rerank output
@@ -437,9 +588,9 @@ def read_video_scores(path: PathLike) -> dict[str, dict[str, dict[str, float]]]:
             if not isinstance(fields, dict):
                 raise FormatError(path, None, f"video {video!r}, query {qid!r}: expected an object of scores")
             for field in ("logit_delta", "p_yes"):
-                value = fields.get(field)
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise FormatError(path, None, f"video {video!r}, query {qid!r}: {field} missing or not a number")
+                if not _is_finite_number(fields.get(field)):
+                    raise FormatError(path, None, f"video {video!r}, query {qid!r}: {field} missing, not a number or not "
+                                                  f"finite ({fields.get(field)!r})")
     return data
 
 

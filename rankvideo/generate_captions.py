@@ -5,7 +5,8 @@
 
 Records ``{"doc_id", "text", "meta"}`` one per line, appended as they are made: a rerun finishes
 the missing ids and never duplicates one. Videos that cannot be read go to ``failures.jsonl``
-beside the output (``--failures``) and are counted.
+beside the output (``--failures``) and are counted; a rerun tries them again and replaces their records
+by the outcome. One process writes an output at a time (a lock file beside it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import formats, logs, prompts
+from .formats import io_error_sentence
 from .video import FailureLog, VideoError, VideoResolver, VideoSettings, load_video
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,7 @@ def read_ids(path) -> list[str]:
     """Video ids, one per line (or the keys of a video2queries JSON)."""
     if str(path).endswith(".json"):
         return sorted(formats.read_video2queries(path))
-    ids = [line.split("\t")[0].strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines()]
-    return [i for i in ids if i]
+    return formats.read_id_list(path)
 
 
 def candidate_ids(training_files, video2queries) -> list[str]:
@@ -44,12 +45,21 @@ def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, outpu
     """Caption every id not yet in ``output``; returns counts. ``messages()`` is the chat asked (the
     captioner's by default; :func:`rankvideo.prompts.caption_messages` asks as stage 1 was trained)
     and ``parse(text)`` the caption in the answer (default: the answer, spaces collapsed;
-    :func:`rankvideo.prompts.caption_from_output` for a stage-1 model's)."""
+    :func:`rankvideo.prompts.caption_from_output` for a stage-1 model's). Videos that failed before
+    are tried again and their failure records replaced by the outcome. One writer per output file
+    (a lock beside it: :class:`formats.DirLock`)."""
+    with formats.DirLock(Path(output).parent, lock_file=Path(output).with_name(f".{Path(output).name}.lock")):
+        return _caption_videos(ids, resolver, generator, output, failures_path, settings, max_new_tokens, batch_size,
+                               model_name, progress, messages, parse)
+
+
+def _caption_videos(ids, resolver, generator, output, failures_path, settings, max_new_tokens, batch_size, model_name,
+                    progress, messages, parse) -> dict:
     from tqdm import tqdm
 
     done = formats.JsonlAppender(output, "doc_id")
     failures = FailureLog(failures_path)
-    todo = [i for i in dict.fromkeys(ids) if i not in done and i not in failures]
+    todo = [i for i in dict.fromkeys(ids) if i not in done]  # failed ones are tried again
     counts = {"asked": len(set(ids)), "already_done": len(set(ids)) - len(todo), "captioned": 0, "failed": 0,
               "empty": 0}
     bar = tqdm(total=len(todo), desc=f"captions {model_name}", unit="video", disable=not progress, file=sys.stderr)
@@ -59,7 +69,7 @@ def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, outpu
             try:
                 batch.append((video_id, load_video(resolver.resolve(video_id), settings, video_id=video_id)))
             except VideoError as error:
-                failures.record(video_id, error.path, error.reason)
+                failures.replace(video_id, error.path, error.reason)
                 counts["failed"] += 1
                 bar.update(1)
         if not batch:
@@ -73,6 +83,7 @@ def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, outpu
             done.append({"doc_id": video_id, "text": text,
                          "meta": {"model": model_name, "frames": video.num_frames, "max_new_tokens": max_new_tokens,
                                   "seconds": round(seconds, 3)}})
+            failures.discard(video_id)
             counts["captioned"] += 1
         bar.update(len(batch))
     bar.close()
@@ -110,12 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (formats.FormatError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    counts = run(args.model_name, ids, resolver, args.output, args.failures,
-                 VideoSettings.with_tokens(args.fps, args.max_frames, args.tokens_per_frame), args.max_new_tokens,
-                 args.batch_size, args.backend, progress=not args.no_progress,
-                 options={"cache_dir": args.cache_dir, "dtype": args.dtype,
-                          **({"device": args.device} if args.backend == "hf" else
-                             {"tensor_parallel_size": args.tensor_parallel})})
+    try:
+        counts = run(args.model_name, ids, resolver, args.output, args.failures,
+                     VideoSettings.with_tokens(args.fps, args.max_frames, args.tokens_per_frame), args.max_new_tokens,
+                     args.batch_size, args.backend, progress=not args.no_progress,
+                     options={"cache_dir": args.cache_dir, "dtype": args.dtype,
+                              **({"device": args.device} if args.backend == "hf" else
+                                 {"tensor_parallel_size": args.tensor_parallel})})
+    except (OSError, formats.FormatError) as error:  # read-only or full disk, missing weights, lock held
+        print(f"error: {io_error_sentence(error)}", file=sys.stderr)
+        return 2
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
     return 1 if counts["asked"] and not (counts["captioned"] + counts["already_done"]) else 0
 

@@ -19,6 +19,7 @@ import argparse
 import logging
 import math
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import formats, logs, prompts
@@ -131,8 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      options={"cache_dir": args.cache_dir, "dtype": args.dtype,
                               **({"device": args.device} if args.backend == "hf" else
                                  {"tensor_parallel_size": args.num_gpus})})
-    except (formats.FormatError, FileNotFoundError, EvidenceError) as error:
+    except (formats.FormatError, EvidenceError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # missing input, read-only or full disk, missing weights, lock held
+        print(f"error: {formats.io_error_sentence(error)}", file=sys.stderr)
         return 2
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
@@ -162,8 +166,10 @@ def run(model, queries_path, candidates_path, captions_path, asr_path, output, t
     asr = formats.read_id_text_jsonl(asr_path) if asr_path else None
     pairs = candidate_pairs(queries, run_, topk)
     teacher = create_teacher(backend, model, **(options or {}))
-    return label_pairs(pairs, queries, captions, asr, teacher, output, batch_size, reasoning_maxlen,
-                       captions_path, asr_path, progress)
+    output = Path(output)
+    with formats.DirLock(output.parent, lock_file=output.with_name(f".{output.name}.lock")):  # one writer
+        return label_pairs(pairs, queries, captions, asr, teacher, output, batch_size, reasoning_maxlen,
+                           captions_path, asr_path, progress)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ def resolve(name_or_path: str | os.PathLike, options: LoadOptions = LoadOptions(
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"model folder {path} has no config.json")
+        if options.use_safetensors and not any(path.glob("*.safetensors")):
+            raise ModelNotFoundError(f"model folder {path} has no *.safetensors weights (other weight formats are "
+                                     "not loaded unless allowed: allow_pickle_weights)")
         return str(path)
     name = str(name_or_path)
     if path.exists() or name.startswith((".", "/", "~")):

@@ -11,8 +11,12 @@ folder holding scores of another model or code is refused (or cleared with ``--r
 Videos that cannot be read go to ``failures.jsonl``. A model trained with video descriptions
 (``descriptions.enabled``) is scored with them (``--descriptions``: the video's description, then
 the query, :func:`rankvideo.prompts.render_rerank`); a video without one is a failure too.
+Ids are checked (:func:`formats.id_problem`) before any path is built from them: an unsafe or
+over-long id is a failure record, never a path. One process writes a folder at a time
+(:class:`formats.DirLock`); failed videos are retried and their records replaced by the outcome;
+``summary.json`` merges the counts of disjoint shards run in one folder.
 Exit status: 0 when something was scored (or nothing was asked), 1 when pairs were asked but none
-could be scored, 2 on malformed input.
+could be scored, 2 on malformed input or an I/O error (one sentence naming the file).
 """
 
 from __future__ import annotations
@@ -136,6 +140,17 @@ def _done_scores(path: Path, video_id: str, qids: list[str]) -> bool:
     return True
 
 
+def settings_differences(previous, current, prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for each (nested, dotted) setting that differs between two run_info records."""
+    if not (isinstance(previous, dict) and isinstance(current, dict)):
+        return [] if previous == current else [f"{prefix or 'run_info'}: {previous!r} -> {current!r}"]
+    differences = []
+    for key in sorted(set(previous) | set(current), key=str):
+        differences += settings_differences(previous.get(key), current.get(key), f"{prefix}{key}" if not prefix
+                                            else f"{prefix}.{key}")
+    return differences
+
+
 def prepare_output_dir(output_dir: Path, run_info: dict, restart: bool) -> None:
     """Check (or write) run_info.json; clear the folder when restarting on other settings."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -145,18 +160,19 @@ def prepare_output_dir(output_dir: Path, run_info: dict, restart: bool) -> None:
     if info_path.exists():
         previous = formats.read_json(info_path)
         if previous != run_info:
-            changed = sorted(k for k in set(previous) | set(run_info) if previous.get(k) != run_info.get(k))
+            changed = settings_differences(previous, run_info)
             if not restart:
-                raise OutputDirError(f"{output_dir} holds scores made with other settings ({', '.join(changed)} differ); "
+                raise OutputDirError(f"{output_dir} holds scores made with other settings ({'; '.join(changed)}); "
                                  "use another --output-dir or pass --restart to clear it")
             log.info("%s: settings changed (%s); clearing earlier scores", output_dir, ", ".join(changed))
             for old in output_dir.glob("*_reranking_*.json"):
                 old.unlink()
             (output_dir / FailureLog.FILENAME).unlink(missing_ok=True)
+            (output_dir / SUMMARY).unlink(missing_ok=True)  # its counts are of the cleared scores
     formats.write_json(info_path, run_info)
 
 
-def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolver: VideoResolver,
+def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str], resolver: VideoResolver,
            output_dir: str | Path, score_video: Callable, model_name: str, settings: VideoSettings,
            video_ids: Sequence[str] | None = None, run_info: dict | None = None, restart: bool = False,
            progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None) -> RerankSummary:
@@ -183,15 +199,22 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
         qids = [q for q in asked if q in queries]
         unknown.update(q for q in asked if q not in queries)
         summary.pairs_asked += len(asked)
-        out_path = output_dir / formats.rerank_filename(video_id, model_name)
         if not qids:
             continue
+        problem = formats.id_problem(video_id)  # before any path is built from the id
+        if problem:
+            failures.replace(video_id, None, problem)
+            summary.videos_failed += 1
+            log.warning("video %.80r: %s; skipped", video_id, problem)
+            continue
+        out_path = output_dir / formats.rerank_filename(video_id, model_name)
         if _done_scores(out_path, video_id, qids):
+            failures.discard(video_id)
             summary.videos_already_done += 1
             summary.pairs_already_done += len(qids)
             continue
         if descriptions is not None and video_id not in descriptions:
-            failures.record(video_id, None, "no description of this video (see the describe step's failure manifest)")
+            failures.replace(video_id, None, "no description of this video (see the describe step's failure manifest)")
             summary.videos_failed += 1
             log.warning("video %s: no description; skipped", video_id)
             continue
@@ -210,7 +233,7 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
         summary.seconds_decoding += seconds
         summary.seconds_waiting_for_decode += waited
         if error is not None:
-            failures.record(video_id, error.path, error.reason)
+            failures.replace(video_id, error.path, error.reason)
             summary.videos_failed += 1
             log.warning("video %s: %s (%s); skipped", video_id, error.reason, error.path)
             bar.update(1)
@@ -220,6 +243,7 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
         scores = score_video(video, [queries[q] for q in qids], description)
         summary.seconds_scoring += time.perf_counter() - start
         formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
+        failures.discard(video_id)  # a retry that worked: the old failure record goes
         summary.videos_scored += 1
         summary.pairs_scored += len(qids)
         elapsed = time.perf_counter() - loop_start
@@ -237,9 +261,47 @@ def rerank(video2queries: dict[str, list[str]], queries: dict[str, str], resolve
     if unknown:
         log.warning("%d query ids of video2queries are not in the query file and were not scored: %s",
                     len(unknown), ", ".join(sorted(unknown)[:10]) + (" ..." if len(unknown) > 10 else ""))
-    formats.write_json(output_dir / SUMMARY, asdict(summary))
+    write_summary(output_dir, summary, ids)
     log.info("%s", summary.line())
     return summary
+
+
+def rerank(video2queries, queries, resolver, output_dir, *args, **kwargs) -> RerankSummary:
+    """:func:`rerank_unlocked` holding the output folder's lock (:class:`formats.DirLock`): a second
+    process on the same folder gets :class:`formats.LockedError` naming the holder."""
+    with formats.DirLock(output_dir):
+        return rerank_unlocked(video2queries, queries, resolver, output_dir, *args, **kwargs)
+
+
+def write_summary(output_dir: Path, summary: RerankSummary, ids: Sequence[str]) -> dict:
+    """summary.json: this run's counts merged with those of earlier runs on other videos of the folder
+    (disjoint ``--id-start/--id-end`` shards). Each run is one entry of ``shards`` ({first_id,
+    last_id, counts}); a run replaces the entries whose id range overlaps its own; the top-level
+    counts are the sums over the entries (lists: their union)."""
+    path = output_dir / SUMMARY
+    shards = []
+    if path.exists():
+        try:
+            previous = formats.read_json(path)
+            shards = [s for s in previous.get("shards", []) if isinstance(s, dict)] if isinstance(previous, dict) else []
+        except formats.FormatError as error:
+            log.warning("%s; writing it anew", error)
+    if ids:
+        first, last = min(ids), max(ids)
+        shards = [s for s in shards if not (str(s.get("first_id")) <= last and first <= str(s.get("last_id")))]
+        shards.append({"first_id": first, "last_id": last, **asdict(summary)})
+    shards.sort(key=lambda s: str(s.get("first_id")))
+    totals: dict = asdict(RerankSummary()) if shards else asdict(summary)
+    for shard in shards:
+        for key in totals:
+            value = shard.get(key)
+            if isinstance(value, list):
+                totals[key] = sorted(set(totals[key]) | set(value))
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[key] += value
+    totals["shards"] = shards
+    formats.write_json(path, totals)
+    return totals
 
 
 def shard_ids(video2queries: dict, id_start: int | None, id_end: int | None) -> list[str]:
@@ -297,19 +359,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (formats.FormatError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summary = run(args.model, video2queries, queries, resolver, args.output_dir, settings,
-                  video_ids=shard_ids(video2queries, args.id_start, args.id_end), backend=args.backend,
-                  model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
-                  answer_tokens=args.answer_tokens, descriptions=args.descriptions,
-                  progress=not args.no_progress, decode_ahead=args.decode_ahead,
-                  options=backend_options(args.backend, device=args.device, dtype=args.dtype,
-                                          query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
-                                          tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
+    try:
+        summary = run(args.model, video2queries, queries, resolver, args.output_dir, settings,
+                      video_ids=shard_ids(video2queries, args.id_start, args.id_end), backend=args.backend,
+                      model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
+                      answer_tokens=args.answer_tokens, descriptions=args.descriptions,
+                      progress=not args.no_progress, decode_ahead=args.decode_ahead,
+                      options=backend_options(args.backend, device=args.device, dtype=args.dtype,
+                                              query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
+                                              tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
+    except (OSError, formats.FormatError) as error:  # read-only or full output folder, missing weights, lock held
+        summary = formats.io_error_sentence(error)
     if isinstance(summary, str):
         print(f"error: {summary}", file=sys.stderr)
         return 2
     print(summary.line())
     return 1 if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done) else 0
+
+
+def scoring_settings(backend: str, options: dict) -> dict:
+    """The backend settings that change scores (numerics), recorded in run_info.json: device kind,
+    resolved dtype and query batch size (hf); dtype and tensor parallel size (vllm)."""
+    from . import models
+
+    if backend == "hf":
+        device = options.get("device") or models.default_device()
+        dtype = str(models.torch_dtype(options.get("dtype"), device)).removeprefix("torch.")
+        return {"device": device.split(":")[0], "dtype": dtype, "query_batch_size": options.get("query_batch_size")}
+    return {"dtype": options.get("dtype") or "auto", "tensor_parallel_size": options.get("tensor_parallel_size")}
 
 
 def backend_options(backend: str, device=None, dtype=None, query_batch_size=64, gpu_memory=0.9, tensor_parallel=1,
@@ -394,9 +471,13 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
         return str(error)
     answer_tokens = resolve_answer_tokens(model, answer_tokens, record)
     models.warn_below_paper(model, settings)
+    try:
+        scoring = scoring_settings(backend, options or {})
+    except ValueError as error:  # an unknown dtype
+        return str(error)
     run_info = {"model": model_fingerprint(model), "model_name": model_name, "backend": backend,
                 "prompt_variant": prompt_variant, "answer_tokens": answer_tokens, "video": settings.to_dict(),
-                "code_version": code_version(),
+                "scoring": scoring, "code_version": code_version(),
                 "descriptions": {"path": str(descriptions), "sha256": file_sha256(descriptions)} if descriptions else None}
     try:
         if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
@@ -464,6 +545,8 @@ def gather(shard_dirs: Sequence, first_stage_path, predictions_dir, run_path, fa
             if failure_file.exists():
                 failures += formats.read_jsonl(failure_file, required=("video_id", "path", "reason"))
             for key, value in formats.read_json(shard_dir / SUMMARY).items():
+                if key == "shards":
+                    continue
                 totals[key] = (totals.get(key, 0) + value if isinstance(value, (int, float))
                                else sorted(set(totals.get(key, [])) | set(value)))
     formats.write_jsonl(failures_path, failures)

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from rankvideo.formats import JsonlAppender, read_video_index
+from rankvideo.formats import JsonlAppender, id_problem, read_video_index
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -222,9 +222,9 @@ class VideoSettings:
 
 
 def _unsafe(video_id: str) -> bool:
-    """True if ``video_id`` cannot be used as one file-name component inside a folder."""
-    return (not video_id or video_id in (".", "..") or "/" in video_id or "\\" in video_id
-            or any(ord(c) < 32 or ord(c) == 127 for c in video_id))
+    """True if ``video_id`` cannot be used as one file-name component inside a folder
+    (:func:`formats.id_problem`, the one id check)."""
+    return id_problem(video_id) is not None
 
 
 class VideoResolver:
@@ -239,9 +239,10 @@ class VideoResolver:
     - ``index``: a ``video_id<TAB>path`` TSV. A relative path is relative to ``video_dir`` when one is
       given, else to the folder of the TSV. Paths in the index are trusted (they may point anywhere).
 
-    For ``flat`` and ``multivent`` the id becomes part of a path, so ids that could leave the video
-    folder (empty, ``.``, ``..``, containing ``/``, ``\\``, NUL or other control characters) are refused
-    with ``VideoError(reason="unsafe id")``, and the joined path is checked to stay inside
+    In every layout (the index too: callers name output files after ids) ids that could leave a
+    folder or are too long for a file name (:func:`formats.id_problem`: empty, ``.``, ``..``,
+    containing ``/``, ``\\``, NUL or other control characters, over ``MAX_ID_BYTES``) are refused with
+    ``VideoError(reason="unsafe id: ...")``; for ``flat`` and ``multivent`` the joined path is checked to stay inside
     ``video_dir`` lexically. Symbolic links are *not* resolved for that check: a symlink placed inside
     the video folder (dataset folders are often symlink farms into shared storage) is the data owner's
     choice and is followed; ids alone can never escape.
@@ -276,13 +277,14 @@ class VideoResolver:
     def candidates(self, video_id: str) -> list[Path]:
         """The paths that :meth:`resolve` would try, in order (no existence check)."""
         video_id = str(video_id)
+        problem = id_problem(video_id)  # every layout: callers build output paths from ids too
+        if problem:
+            raise VideoError(problem, video_id)
         if self.layout == "index":
             if video_id not in self._index:
                 raise VideoError(f"not in video index {self.index_path}", video_id)
             path = Path(self._index[video_id])
             return [path if path.is_absolute() else self._base / path]
-        if _unsafe(video_id):
-            raise VideoError("unsafe id", video_id)
         if self.layout == "multivent":
             if not (video_id.isascii() and video_id.isdigit()):
                 raise VideoError("not an integer id (the multivent layout needs numeric ids)", video_id)
@@ -669,7 +671,8 @@ class FailureLog:
 
     ``FailureLog(path)`` takes the JSONL file, or a folder (then ``<folder>/failures.jsonl``); see also
     :meth:`in_dir`. It is a :class:`formats.JsonlAppender` keyed by video id: a resumed job never
-    records a video twice, each record is flushed at once and a torn last line is dropped on open.
+    records a video twice, each record is flushed at once and a torn last line is dropped on open;
+    a retried video's record is replaced by its outcome (:meth:`replace`, :meth:`discard`).
     """
 
     FILENAME = "failures.jsonl"
@@ -705,6 +708,20 @@ class FailureLog:
         if added:
             log.info("video %s failed: %s", video_id, reason)
         return added
+
+    def replace(self, video_id: str, path: PathLike | None, reason: str) -> bool:
+        """Record a failure, replacing an earlier record of ``video_id`` (a retry's outcome)."""
+        entry = {"video_id": str(video_id), "path": None if path is None else str(path), "reason": str(reason)}
+        with self._lock:
+            changed = self._file.put(entry)
+        if changed:
+            log.info("video %s failed: %s", video_id, reason)
+        return changed
+
+    def discard(self, video_id: str) -> bool:
+        """Drop the record of ``video_id`` (it succeeded on a retry); False when there was none."""
+        with self._lock:
+            return self._file.discard(video_id)
 
     def record_error(self, error: VideoError, video_id: str | None = None) -> bool:
         """Append a :class:`VideoError` (its ``video_id`` unless one is given)."""

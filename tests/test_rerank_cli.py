@@ -59,7 +59,7 @@ def test_assorted_videos_scored_broken_ones_recorded(setup, tmp_path):
     assert set(failures) == bad | {"../escape"}
     assert failures["empty"]["reason"] == "empty file"
     assert "no video stream" in failures["audio_only"]["reason"]
-    assert failures["../escape"]["reason"] == "unsafe id"
+    assert failures["../escape"]["reason"] == "unsafe id: contains '/'"
     assert "pairs scored" in result.stdout and f"failed {len(bad) + 1}" in result.stdout
     assert "q-missing" in result.stderr  # unknown query ids are reported
     summary = formats.read_json(out / "summary.json")

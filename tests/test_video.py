@@ -112,7 +112,7 @@ def test_unsafe_ids_are_refused(tmp_path, layout, video_id):
     (tmp_path / "passwd.mp4").write_bytes(b"x")
     with pytest.raises(VideoError) as info:
         VideoResolver(tmp_path / "videos", layout=layout).resolve(video_id)
-    assert info.value.reason == "unsafe id"
+    assert info.value.reason.startswith("unsafe id")
 
 
 def test_multivent_layout(tmp_path):
@@ -431,6 +431,6 @@ def test_failure_log_with_loader(videos, tmp_path):
             log.record_error(err)
     assert ok == ["h264_mp4"]
     reasons = {r["video_id"]: r["reason"] for r in FailureLog.in_dir(tmp_path / "out").records()}
-    assert reasons["empty"] == "empty file" and reasons["../etc"] == "unsafe id"
+    assert reasons["empty"] == "empty file" and reasons["../etc"].startswith("unsafe id")
     assert reasons["nonexistent"].startswith("missing file")
     assert reasons["text"].startswith("not a video")
