@@ -75,8 +75,9 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rankvideo.train_perception", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="base model: hub id or folder")
-    parser.add_argument("--train-data", required=True)
-    parser.add_argument("--eval-data")
+    parser.add_argument("--train-data", required=True, help="stage-1 JSONL {doc_id, videos, caption}, or the "
+                                                            "reference's training JSONL (evidence.caption)")
+    parser.add_argument("--eval-data", help="the same kind of file, for eval_loss")
     parser.add_argument("--output-dir", required=True)
     add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=1, grad_accum=16, max_frames=32)
     args = parser.parse_args(argv)

@@ -310,8 +310,8 @@ class VideoResolver:
         video_id = str(video_id)
         if self.layout == "index":
             if video_id not in self._index:
-                where = self.index_path or f"no video file of this name under {self.video_dir}"
-                raise VideoError(f"not in video index {where}", video_id)
+                raise VideoError(f"not in video index {self.index_path}" if self.index_path is not None else
+                                 f"no video file of this name under {self.video_dir}", video_id)
             path = Path(self._index[video_id])
             return [path if path.is_absolute() else self._base / path]
         if _unsafe(video_id):
