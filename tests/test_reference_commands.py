@@ -172,6 +172,15 @@ def test_flat_folder_still_works_and_a_missing_id_says_where_it_looked(world, tm
     assert "--video-dir" in numeric and "--video-index" in numeric
     assert "000" not in failures["clip_a"]["reason"]  # not numeric: the MultiVENT path is not tried
     assert "555" in result.stderr
+    # --depth belongs to --first-stage; the two ways of naming candidates exclude each other
+    result = cli(root, "rerank", "--model", str(models["vlm"]), "--video2queries", str(tmp_path / "v2q.json"),
+                 "--depth", "5", "--query-mapping", "data/queries.tsv", "--video-dir", str(flat),
+                 "--output-dir", str(tmp_path / "out2"), check=2)
+    assert "only with --first-stage" in result.stderr and "Traceback" not in result.stderr
+    result = cli(root, "rerank", "--model", str(models["vlm"]), "--video2queries", str(tmp_path / "v2q.json"),
+                 "--first-stage", "data/candidates.trec", "--query-mapping", "data/queries.tsv",
+                 "--video-dir", str(flat), "--output-dir", str(tmp_path / "out2"), check=2)
+    assert "not allowed with argument" in result.stderr
 
 
 def test_rank_returns_videos_best_first(world):
@@ -179,9 +188,10 @@ def test_rank_returns_videos_best_first(world):
 
     root, models = world
     paths = [str(multivent_path(root / "videos", v)) for v in VIDEO_IDS]
-    reranker = VLMReranker(model_path=str(models["vlm"]), max_frames=4)
+    reranker = VLMReranker(model_path=str(models["vlm"]), cache_dir=None, max_frames=4)
     ranked = reranker.rank(QUERIES["q1"], paths)
-    scores = reranker.score_batch([QUERIES["q1"]] * len(paths), paths)
+    scores = reranker.score_batch(queries=[QUERIES["q1"]] * len(paths), video_paths=paths)  # the README's call
+    assert all(0 < s["p_yes"] < 1 and "logit_delta" in s for s in scores)
     by_path = {p: s["logit_delta"] for p, s in zip(paths, scores)}
     assert sorted(r["video_path"] for r in ranked) == sorted(paths)
     assert [r["rank"] for r in ranked] == [1, 2, 3, 4]
