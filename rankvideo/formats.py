@@ -15,6 +15,8 @@ Formats (see REFERENCE.md, "Files"):
 - JSONL: one JSON object per line
 - per-video rerank JSON: ``{video_id: {qid: {logprob_yes, logprob_no, logit_delta, p_yes}}}``
 - video index TSV: ``video_id<TAB>path``
+- stage-1 examples: this project's stage-1 JSONL or the reference's training JSONL
+  (``evidence.caption``, one example per ``doc_id``), :func:`read_stage1_examples`
 """
 
 from __future__ import annotations
@@ -432,6 +434,62 @@ def read_id_text_jsonl(path: PathLike, id_field: str = "doc_id", text_field: str
     return result
 
 
+def _stage1_caption(path: PathLike, number: int, record: dict) -> str:
+    """The caption of a stage-1 record: ``caption`` (this project's stage-1 JSONL) or
+    ``evidence.caption`` (the reference's stage-2 JSONL, which its stage 1 reads)."""
+    caption = record.get("caption")
+    if caption is None:
+        evidence = record.get("evidence")
+        if evidence is not None and not isinstance(evidence, dict):
+            raise FormatError(path, number, "evidence is not an object {caption, asr}")
+        caption = (evidence or {}).get("caption")
+    if caption is None:
+        raise FormatError(path, number, "no caption: expected a field caption (stage-1 JSONL) or "
+                                        "evidence.caption (the reference's training JSONL)")
+    if not isinstance(caption, str):
+        raise FormatError(path, number, "caption is not a string")
+    return caption.strip()
+
+
+def read_stage1_examples(path: PathLike) -> list[dict]:
+    """Stage-1 examples ``{"doc_id", "videos", "caption"}``, one per video, from either
+
+    - this project's stage-1 JSONL (``{"doc_id", "videos", "caption", ...}``, one record per video), or
+    - the reference's training JSONL (``{"query_id", "doc_id", "videos", "evidence": {"caption"}, ...}``,
+      one record per (query, video) pair): the first record of each ``doc_id`` with a non-empty caption
+      is kept, as the reference de-duplicates by ``doc_id``.
+
+    Other fields of the kept record stay. Each record needs ``doc_id`` and a non-empty list ``videos``;
+    a record whose caption is empty is left out (a video whose every record has an empty caption
+    is logged with its line, and no example at all is an error).
+    """
+    import logging
+
+    examples: dict[str, dict] = {}
+    empty: dict[str, int] = {}
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        record = _parse_jsonl_line(path, number, line, ("doc_id", "videos"))
+        doc = str(record["doc_id"])
+        videos = record["videos"]
+        if not isinstance(videos, list) or not videos or not all(isinstance(v, str) and v for v in videos):
+            raise FormatError(path, number, f"doc {doc!r}: videos must be a non-empty list of paths")
+        if doc in examples:
+            continue
+        caption = _stage1_caption(path, number, record)
+        if not caption:
+            empty.setdefault(doc, number)
+            continue
+        examples[doc] = {**record, "doc_id": doc, "caption": caption}
+    left_out = {doc: number for doc, number in empty.items() if doc not in examples}
+    if left_out:
+        shown = ", ".join(f"{doc!r} (line {number})" for doc, number in list(left_out.items())[:5])
+        logging.getLogger(__name__).warning("%s: %d video(s) have only empty captions and are left out: %s%s", path,
+                                            len(left_out), shown, " ..." if len(left_out) > 5 else "")
+    return list(examples.values())
+
+
 class JsonlAppender:
     """A JSONL file that grows one record at a time and resumes without duplicates.
 
@@ -594,16 +652,25 @@ def read_video_scores(path: PathLike) -> dict[str, dict[str, dict[str, float]]]:
     return data
 
 
+#: files ``python -m rankvideo.rerank`` writes beside the per-video scores of its output folder
+RERANK_RUN_INFO = "run_info.json"
+RERANK_SUMMARY = "summary.json"
+
+
 def read_prediction_dir(pred_dir: PathLike, score_field: str = "logit_delta") -> dict[str, dict[str, float]]:
     """All per-video JSON files of a folder → {qid: {video_id: score}}.
 
-    A pair that appears in two files is an error (it would make the result depend on file order).
+    The rerank command's own ``run_info.json`` and ``summary.json`` are not score files and are
+    skipped, so its output folder evaluates as it is; any other ``*.json`` must be a per-video score
+    file. A pair that appears in two files is an error (it would make the result depend on file order).
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir}: prediction folder not found")
     scores: dict[str, dict[str, float]] = {}
     for path in sorted(pred_dir.glob("*.json")):
+        if path.name in (RERANK_RUN_INFO, RERANK_SUMMARY):
+            continue
         for video, per_query in read_video_scores(path).items():
             for qid, fields in per_query.items():
                 docs = scores.setdefault(str(qid), {})

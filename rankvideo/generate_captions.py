@@ -3,6 +3,8 @@
     python -m rankvideo.generate_captions --video-root R --output captions.jsonl --model-name M \\
         [--ids FILE] [--fps 2] [--max-frames 16] [--max-new-tokens 196] [--backend hf|vllm] [--batch-size 4]
 
+The videos are the video files under ``--video-root`` at any depth (a MultiVENT 2.0 tree as well
+as a flat folder), each by its file name without the extension; ``--ids`` picks some of them.
 Records ``{"doc_id", "text", "meta"}`` one per line, appended as they are made: a rerun finishes
 the missing ids and never duplicates one. Videos that cannot be read go to ``failures.jsonl``
 beside the output (``--failures``) and are counted; a rerun tries them again and replaces their records
@@ -20,7 +22,7 @@ from typing import Sequence
 
 from . import formats, logs, prompts
 from .formats import io_error_sentence
-from .video import FailureLog, VideoError, VideoResolver, VideoSettings, load_video
+from .video import VIDEO_EXTENSIONS, FailureLog, VideoError, VideoResolver, VideoSettings, load_video
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,10 @@ def _caption_videos(ids, resolver, generator, output, failures_path, settings, m
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rankvideo.generate_captions", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--video-root", required=True, help="folder of the videos")
-    parser.add_argument("--video-layout", choices=["flat", "multivent", "index"], default="flat")
+    parser.add_argument("--video-root", required=True, help="folder of the videos: every video file under it, at "
+                                                            "any depth, by its name without the extension")
+    parser.add_argument("--video-layout", choices=["flat", "multivent", "index"], default=None,
+                        help="find each id at its path in this layout instead of searching --video-root")
     parser.add_argument("--video-index", help="TSV video_id<TAB>path (layout index)")
     parser.add_argument("--output", required=True, help="captions JSONL")
     parser.add_argument("--failures", help="failure manifest (default: failures.jsonl beside --output)")
@@ -116,8 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup()
     try:
-        resolver = VideoResolver(args.video_root, args.video_layout, args.video_index)
-        ids = read_ids(args.ids) if args.ids else sorted({p.stem for p in Path(args.video_root).iterdir() if p.is_file()})
+        layout = args.video_layout or ("index" if args.video_index else None)
+        resolver = VideoResolver(args.video_root, layout, args.video_index) if layout else VideoResolver.scan(args.video_root)
+        if args.ids:
+            ids = read_ids(args.ids)
+        else:
+            ids = resolver.ids() if resolver.ids() is not None else VideoResolver.scan(args.video_root).ids()
+            if not ids:
+                raise ValueError(f"no video files under {args.video_root} ({', '.join(VIDEO_EXTENSIONS)})")
     except (formats.FormatError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

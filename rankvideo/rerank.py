@@ -2,6 +2,12 @@
 
     python -m rankvideo.rerank --model M --video2queries F --query-mapping Q --video-dir D --output-dir O \\
         [--id-start N --id-end N] [--fps 2 --max-frames 32] [--backend hf|vllm] [--video-index TSV]
+    python -m rankvideo.rerank --model M --first-stage RUN --depth 100 --query-mapping Q --video-dir D --output-dir O
+
+``--first-stage`` (TREC run or JSON ``{qid: {docid: score}}``) reranks each query's top ``--depth``
+candidates, as a video2queries map made from it would. Videos are found by id in ``--video-dir``:
+``{dir}/{id}.{ext}``, else (numeric ids) the MultiVENT 2.0 path ``{dir}/{(id//100)+1:06d}/{id}.mp4``
+(``--video-layout`` to fix one, ``--video-index`` for any other layout).
 
 Each video is decoded once and all of its queries are scored together. Output per video:
 ``{output_dir}/{video_id}_reranking_{model_name}.json`` = ``{video_id: {qid: {logprob_yes,
@@ -35,8 +41,8 @@ from .video import FailureLog, VideoError, VideoResolver, VideoSettings, decode_
 
 log = logging.getLogger(__name__)
 
-RUN_INFO = "run_info.json"
-SUMMARY = "summary.json"
+RUN_INFO = formats.RERANK_RUN_INFO
+SUMMARY = formats.RERANK_SUMMARY
 
 
 class OutputDirError(ValueError):
@@ -312,12 +318,19 @@ def shard_ids(video2queries: dict, id_start: int | None, id_end: int | None) -> 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rankvideo.rerank", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="local folder or hub id of the reranker")
-    parser.add_argument("--video2queries", required=True, help="JSON {video_id: [qid, ...]}")
-    parser.add_argument("--query-mapping", required=True, help="queries TSV (query_id<TAB>text)")
+    candidates = parser.add_mutually_exclusive_group(required=True)
+    candidates.add_argument("--video2queries", help="JSON {video_id: [qid, ...]}")
+    candidates.add_argument("--first-stage", help="first-stage run to rerank instead of --video2queries: TREC run "
+                                                  "(qid Q0 docid rank score tag) or JSON {qid: {docid: score}}")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="with --first-stage: the top DEPTH candidates of each query are scored (default 100)")
+    parser.add_argument("--query-mapping", required=True,
+                        help="queries TSV (query_id<TAB>text; the reference reads it from its config.py)")
     parser.add_argument("--video-dir", help="folder of the videos")
-    parser.add_argument("--video-layout", choices=["flat", "multivent", "index"], default=None,
+    parser.add_argument("--video-layout", choices=["auto", "flat", "multivent", "index"], default=None,
                         help="flat: {dir}/{id}.{ext}; multivent: {dir}/{(id//100)+1:06d}/{id}.mp4; "
-                             "index: --video-index (default: index if --video-index is given, else flat)")
+                             "index: --video-index; auto: flat, then multivent for numeric ids "
+                             "(default: index if --video-index is given, else auto)")
     parser.add_argument("--video-index", help="TSV video_id<TAB>path")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--id-start", type=int, default=None, help="first video (index into the sorted ids)")
@@ -351,9 +364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
     try:
-        video2queries = formats.read_video2queries(args.video2queries)
+        if args.depth is not None and (args.video2queries or args.depth < 1):
+            raise ValueError(f"--depth {args.depth}: give a depth of at least 1, and only with --first-stage "
+                             "(--video2queries lists the candidates itself)")
+        video2queries = (formats.read_video2queries(args.video2queries) if args.video2queries else
+                         formats.video2queries_from_run(formats.read_run(args.first_stage), args.depth or 100))
         queries = formats.read_queries(args.query_mapping)
-        layout = args.video_layout or ("index" if args.video_index else "flat")
+        layout = args.video_layout or ("index" if args.video_index else "auto")
         resolver = VideoResolver(args.video_dir, layout, args.video_index)
         settings = VideoSettings.with_tokens(args.fps, args.max_frames, args.tokens_per_frame)
     except (formats.FormatError, FileNotFoundError, ValueError) as error:

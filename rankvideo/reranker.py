@@ -4,6 +4,7 @@
     reranker = VLMReranker(model_path="hltcoe/RankVideo", cache_dir=None, backend="hf")
     scores = reranker.score_batch(["a red circle", "a blue square"], ["v1.mp4", "v1.mp4"], fps=2.0, max_frames=32)
     scores[0]["logit_delta"], scores[0]["p_yes"]
+    ranked = reranker.rank("a red circle", ["v1.mp4", "v2.mp4", "v3.mp4"], top_k=2)  # best first
 
 A model trained with video descriptions (``descriptions.enabled``) needs them at scoring too:
 ``score_batch(..., descriptions=[...])`` (one per pair) or ``score_video(video, queries, description)``.
@@ -87,6 +88,24 @@ class VLMReranker:
             for index, score in zip(indices, scores):
                 results[index] = _with_alias(score)
         return results  # type: ignore[return-value]
+
+    def rank(self, query: str, video_paths: Sequence[str], top_k: int | None = None, fps: float | None = None,
+             max_frames: int | None = None, descriptions: Sequence[str] | None = None) -> list[dict]:
+        """The videos ``video_paths`` ranked for ``query``, best first (by ``logit_delta``; equal scores
+        keep the order given, e.g. the first stage's), cut to ``top_k`` when given. Each result is
+        ``{"video_path", "rank" (1 = best), logprob_yes, logprob_no, logit_delta, p_yes}``.
+        ``descriptions``: one per video (for a model trained with them)."""
+        paths = [str(path) for path in video_paths]
+        from collections import Counter
+
+        repeated = sorted(path for path, n in Counter(paths).items() if n > 1)
+        if repeated:
+            raise ValueError(f"video path(s) listed twice: {', '.join(repeated[:3])}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1 (or None for all), not {top_k}")
+        scores = self.score_batch([query] * len(paths), paths, fps=fps, max_frames=max_frames, descriptions=descriptions)
+        order = sorted(range(len(paths)), key=lambda i: -scores[i]["logit_delta"])
+        return [{"video_path": paths[i], "rank": rank, **scores[i]} for rank, i in enumerate(order[:top_k], start=1)]
 
     def generate_batch(self, prompts_text: Sequence[str], video_paths: Sequence[str | None], max_new_tokens: int = 256,
                        system: str | None = None, fps: float | None = None, max_frames: int | None = None) -> list[str]:

@@ -3,6 +3,10 @@
     python -m rankvideo.train_perception --model M --train-data stage1_train.jsonl --eval-data stage1_eval.jsonl \\
         --output-dir O [--epochs 2 --lr 1e-5 --batch-size 1 --grad-accum 16 --qlora/--no-qlora --fps 2 --max-frames 32]
 
+``--train-data`` / ``--eval-data``: this project's stage-1 JSONL (``{doc_id, videos, caption}``) or the
+reference's training JSONL (``evidence.caption``; one example per ``doc_id``, the first record with a
+caption), :func:`rankvideo.formats.read_stage1_examples`.
+
 One example per video: the caption prompt of :mod:`rankvideo.prompts` (system, video, "Caption
 this video...") and the target ``<think>{caption}</think>``; the causal-LM loss is computed on the
 assistant tokens only. Checkpoints go to ``{output-dir}.checkpoints``; an interrupted run resumes.
@@ -16,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import logs, models, prompts
+from . import formats, logs, models, prompts
 from .train_reranker import add_common_flags, settings_from_args
 from .training import common
 from .video import VideoSettings
@@ -56,8 +60,8 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
     common.set_threads(settings)
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
-    train_records = common.read_records(train_data, ("doc_id", "videos", "caption"))
-    eval_records = common.read_records(eval_data, ("doc_id", "videos", "caption"), allow_empty=True) if eval_data else None
+    train_records = common.read_records(train_data, reader=formats.read_stage1_examples)
+    eval_records = common.read_records(eval_data, allow_empty=True, reader=formats.read_stage1_examples) if eval_data else None
     eval_records = eval_records or None
     model, processor = common.prepare_model(model_path, settings, options)
     args = common.training_arguments(settings, checkpoints, eval_strategy="steps" if eval_records else "no")
@@ -71,8 +75,9 @@ def train(model_path: str, train_data, eval_data, output_dir, settings: common.T
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rankvideo.train_perception", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="base model: hub id or folder")
-    parser.add_argument("--train-data", required=True)
-    parser.add_argument("--eval-data")
+    parser.add_argument("--train-data", required=True, help="stage-1 JSONL {doc_id, videos, caption}, or the "
+                                                            "reference's training JSONL (evidence.caption)")
+    parser.add_argument("--eval-data", help="the same kind of file, for eval_loss")
     parser.add_argument("--output-dir", required=True)
     add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=1, grad_accum=16, max_frames=32)
     args = parser.parse_args(argv)

@@ -66,7 +66,7 @@ PathLike = str | os.PathLike
 
 #: file extensions tried, in this order, for the ``flat`` layout
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "ts", "3gp", "ogv", "wmv")
-LAYOUTS = ("flat", "multivent", "index")
+LAYOUTS = ("flat", "multivent", "index", "auto")
 #: readers tried by :func:`load_video`, in this order
 READERS = ("decord", "pyav")
 #: containers (PyAV/FFmpeg format names) where decord's random access is not reliable (seen: MPEG-PS
@@ -221,12 +221,6 @@ class VideoSettings:
 # ----------------------------------------------------------------------------- resolving ids
 
 
-def _unsafe(video_id: str) -> bool:
-    """True if ``video_id`` cannot be used as one file-name component inside a folder
-    (:func:`formats.id_problem`, the one id check)."""
-    return id_problem(video_id) is not None
-
-
 class VideoResolver:
     """Video id → video file.
 
@@ -238,6 +232,10 @@ class VideoResolver:
       ASCII digits.
     - ``index``: a ``video_id<TAB>path`` TSV. A relative path is relative to ``video_dir`` when one is
       given, else to the folder of the TSV. Paths in the index are trusted (they may point anywhere).
+      :meth:`scan` makes one from the video files found under a folder instead of a TSV.
+    - ``auto`` (the CLIs' default without ``--video-layout``): ``flat``, then, for a numeric id,
+      ``multivent``; the first existing file wins. So a MultiVENT 2.0 folder needs no flag (the
+      reference resolves that layout by itself) and a flat folder still works.
 
     In every layout (the index too: callers name output files after ids) ids that could leave a
     folder or are too long for a file name (:func:`formats.id_problem`: empty, ``.``, ``..``,
@@ -250,7 +248,8 @@ class VideoResolver:
     A file that does not exist (or is not a regular file) raises ``VideoError(reason="missing file")``.
     """
 
-    def __init__(self, video_dir: PathLike | None = None, layout: str = "flat", index: PathLike | None = None):
+    def __init__(self, video_dir: PathLike | None = None, layout: str = "flat", index: PathLike | None = None,
+                 paths: Mapping[str, PathLike] | None = None):
         if layout not in LAYOUTS:
             raise ValueError(f"unknown video layout {layout!r} (choose one of {', '.join(LAYOUTS)})")
         self.layout = layout
@@ -258,10 +257,14 @@ class VideoResolver:
         self.index_path = None if index is None else Path(index)
         self._index: dict[str, str] | None = None
         if layout == "index":
-            if self.index_path is None:
+            if paths is not None:  # :meth:`scan`; relative paths are relative to video_dir
+                self._index = {str(k): str(v) for k, v in paths.items()}
+                self._base = self.video_dir if self.video_dir is not None else Path(".")
+            elif self.index_path is None:
                 raise ValueError("video layout 'index' needs an index TSV (video_id<TAB>path)")
-            self._index = read_video_index(self.index_path)
-            self._base = self.video_dir if self.video_dir is not None else self.index_path.parent
+            else:
+                self._index = read_video_index(self.index_path)
+                self._base = self.video_dir if self.video_dir is not None else self.index_path.parent
         elif self.video_dir is None:
             raise ValueError(f"video layout {layout!r} needs a video folder")
 
@@ -269,6 +272,29 @@ class VideoResolver:
     def from_config(cls, videos: Mapping[str, Any]) -> "VideoResolver":
         """From the config's ``dataset.videos`` mapping ``{dir, layout, index}``."""
         return cls(video_dir=videos.get("dir"), layout=videos.get("layout", "flat"), index=videos.get("index"))
+
+    @classmethod
+    def scan(cls, root: PathLike) -> "VideoResolver":
+        """The video files under ``root`` at any depth (:data:`VIDEO_EXTENSIONS`, any case), each by its
+        file name without the extension, as the reference's captioner finds them. Hidden files and
+        folders (name starting with ``.``) are left out; symbolic links to folders are not followed.
+        Two files of one id are a ValueError naming both."""
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: video folder not found")
+        extensions = {"." + ext for ext in VIDEO_EXTENSIONS}
+        found: dict[str, Path] = {}
+        for folder, subfolders, files in os.walk(root):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            for name in sorted(files):
+                path = Path(folder) / name
+                if name.startswith(".") or path.suffix.lower() not in extensions:
+                    continue
+                if path.stem in found:
+                    raise ValueError(f"video id {path.stem!r} is two files under {root}: {found[path.stem]} and {path}; "
+                                     "keep one, or list the videos to use in --video-index (video_id<TAB>path)")
+                found[path.stem] = path
+        return cls(root, "index", paths={video: path.relative_to(root) for video, path in sorted(found.items())})
 
     def ids(self) -> list[str] | None:
         """The ids of the index (layout ``index``); ``None`` for the other layouts."""
@@ -282,16 +308,19 @@ class VideoResolver:
             raise VideoError(problem, video_id)
         if self.layout == "index":
             if video_id not in self._index:
-                raise VideoError(f"not in video index {self.index_path}", video_id)
+                raise VideoError(f"not in video index {self.index_path}" if self.index_path is not None else
+                                 f"no video file of this name under {self.video_dir}", video_id)
             path = Path(self._index[video_id])
             return [path if path.is_absolute() else self._base / path]
-        if self.layout == "multivent":
-            if not (video_id.isascii() and video_id.isdigit()):
-                raise VideoError("not an integer id (the multivent layout needs numeric ids)", video_id)
-            relative = [Path(f"{int(video_id) // 100 + 1:06d}") / f"{video_id}.mp4"]
-        else:
+        numeric = video_id.isascii() and video_id.isdigit()
+        if self.layout == "multivent" and not numeric:
+            raise VideoError("not an integer id (the multivent layout needs numeric ids)", video_id)
+        relative = []
+        if self.layout in ("flat", "auto"):
             extensions = list(VIDEO_EXTENSIONS) + [ext.upper() for ext in VIDEO_EXTENSIONS]
-            relative = [Path(f"{video_id}.{ext}") for ext in extensions]
+            relative += [Path(f"{video_id}.{ext}") for ext in extensions]
+        if self.layout == "multivent" or (self.layout == "auto" and numeric):
+            relative.append(Path(f"{int(video_id) // 100 + 1:06d}") / f"{video_id}.mp4")
         root = os.path.normpath(self.video_dir)
         paths = []
         for rel in relative:
@@ -310,6 +339,14 @@ class VideoResolver:
         if self.layout == "flat":
             raise VideoError(f"missing file (no {self.video_dir}/{video_id}.{{{','.join(VIDEO_EXTENSIONS)}}})",
                              video_id, paths[0]) from None
+        if self.layout == "auto":
+            looked = f"{self.video_dir}/{video_id}.{{{','.join(VIDEO_EXTENSIONS)}}}"
+            multivent = len(paths) > 2 * len(VIDEO_EXTENSIONS)  # a numeric id: its MultiVENT path was tried last
+            if multivent:
+                looked += f" nor {paths[-1]}"
+            raise VideoError(f"missing file (no {looked}); point --video-dir at the folder that holds the videos, "
+                             "or pass --video-index TSV (video_id<TAB>path) for another layout", video_id,
+                             paths[-1] if multivent else paths[0]) from None
         raise VideoError("missing file", video_id, paths[0])
 
 

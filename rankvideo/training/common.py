@@ -345,8 +345,10 @@ def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str
                                  trainer.state.log_history, extra, data_hashes=fingerprint["data"])
 
 
-def read_records(path, required: tuple[str, ...], allow_empty: bool = False) -> list[dict[str, Any]]:
-    records = formats.read_jsonl(path, required)
+def read_records(path, required: tuple[str, ...] = (), allow_empty: bool = False, reader=None) -> list[dict[str, Any]]:
+    """The examples of a JSONL file: ``reader(path)`` when given (e.g. :func:`rankvideo.formats.read_stage1_examples`),
+    else its records, each with the fields ``required``."""
+    records = reader(path) if reader is not None else formats.read_jsonl(path, required)
     if not records:
         if not allow_empty:
             raise ValueError(f"{path}: no training examples")
