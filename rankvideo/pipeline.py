@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def resolver(videos: dict) -> VideoResolver:
     """``{"dir", "layout", "index"}`` (dataset.videos, or the synthetic benchmark's folder)."""
-    return VideoResolver(videos.get("dir"), videos.get("layout", "flat"), videos.get("index"))
+    return VideoResolver.from_config(videos)
 
 
 def video_settings(video: dict) -> VideoSettings:

@@ -271,7 +271,7 @@ class VideoResolver:
     @classmethod
     def from_config(cls, videos: Mapping[str, Any]) -> "VideoResolver":
         """From the config's ``dataset.videos`` mapping ``{dir, layout, index}``."""
-        return cls(video_dir=videos.get("dir"), layout=videos.get("layout", "flat"), index=videos.get("index"))
+        return cls(video_dir=videos.get("dir"), layout=videos.get("layout", "auto"), index=videos.get("index"))
 
     @classmethod
     def scan(cls, root: PathLike) -> "VideoResolver":
