@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", help="Hugging Face cache folder")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (hf)")
     parser.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--query-batch-size", type=int, default=64, help="queries of one video per forward (hf)")
+    parser.add_argument("--query-batch-size", type=int, default=None,
+                        help="queries of one video per forward (hf; default: the config schema's rerank.query_batch_size)")
     parser.add_argument("--gpu-memory", type=float, default=0.9, help="vLLM gpu_memory_utilization")
     parser.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor_parallel_size")
     parser.add_argument("--decode-ahead", type=int, default=2,
@@ -406,13 +407,17 @@ def scoring_settings(backend: str, options: dict) -> dict:
     return {"dtype": options.get("dtype") or "auto", "tensor_parallel_size": options.get("tensor_parallel_size")}
 
 
-def backend_options(backend: str, device=None, dtype=None, query_batch_size=64, gpu_memory=0.9, tensor_parallel=1,
+def backend_options(backend: str, device=None, dtype=None, query_batch_size=None, gpu_memory=0.9, tensor_parallel=1,
                     cache_dir=None, trust_remote_code=False, allow_pickle_weights=False) -> dict:
     """The keyword arguments of one backend's constructor."""
     options: dict = {"cache_dir": cache_dir, "dtype": dtype, "trust_remote_code": trust_remote_code}
     if allow_pickle_weights:
         options["allow_pickle_weights"] = True
     if backend == "hf":
+        if query_batch_size is None:  # the config schema's default, the one place it is set
+            from .config import defaults
+
+            query_batch_size = defaults("rerank")["query_batch_size"]
         options.update(device=device, query_batch_size=query_batch_size)
     else:
         options.update(gpu_memory_utilization=gpu_memory, tensor_parallel_size=tensor_parallel)

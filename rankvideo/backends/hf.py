@@ -62,7 +62,7 @@ class HFBackend:
 
     def __init__(self, model: str, *, cache_dir: str | None = None, device: str | None = None,
                  dtype: str | None = None, prompt_variant: str = "default", mode: str = "shared_prefix",
-                 query_batch_size: int = 16, local_files_only: bool | None = None, trust_remote_code: bool = False,
+                 query_batch_size: int | None = None, local_files_only: bool | None = None, trust_remote_code: bool = False,
                  allow_pickle_weights: bool = False, attn_implementation: str | None = None,
                  suffixes: str = "merged", vision_attention: str = "batched", processor_device: str | None = None,
                  compile: bool | None = None, cudnn_attention: bool | None = None, answer_tokens: str = "variants"):
@@ -83,7 +83,7 @@ class HFBackend:
         return self
 
     def _setup(self, model, processor, model_name: str, *, prompt_variant: str = "default",
-               mode: str = "shared_prefix", query_batch_size: int = 16, suffixes: str = "merged",
+               mode: str = "shared_prefix", query_batch_size: int | None = None, suffixes: str = "merged",
                vision_attention: str = "batched", processor_device: str | None = None,
                compile: bool | None = None, cudnn_attention: bool | None = None,
                answer_tokens: str = "variants") -> None:
@@ -91,6 +91,10 @@ class HFBackend:
 
         if mode not in ("shared_prefix", "per_pair"):
             raise ValueError(f"unknown scoring mode {mode!r}; use shared_prefix or per_pair")
+        if query_batch_size is None:  # the config schema's default, the one place it is set
+            from ..config import defaults
+
+            query_batch_size = defaults("rerank")["query_batch_size"]
         if suffixes not in ("merged", "cached"):
             raise ValueError(f"unknown suffixes {suffixes!r}; use merged or cached")
         if vision_attention not in ("batched", "transformers"):
