@@ -187,9 +187,13 @@ def test_parallel_sizes_follow_config_then_job_on_cpu():
     from rankvideo.pipeline import train_processes, with_tensor_parallel
 
     vllm = {"backend": "vllm", "tensor_parallel": None}
-    assert with_tensor_parallel(vllm, {"gpu": 4}, "rerank_shard")["tensor_parallel"] == 4
-    assert with_tensor_parallel(vllm, {}, "rerank_shard")["tensor_parallel"] == 1
-    assert with_tensor_parallel(dict(vllm, tensor_parallel=2), {"gpu": 4}, "captions")["tensor_parallel"] == 2
+    hf = {"backend": "hf", "tensor_parallel": None}
+    assert with_tensor_parallel(hf, {"gpu": 4}, "rerank_shard")["tensor_parallel"] == 4
+    assert with_tensor_parallel(hf, {}, "rerank_shard")["tensor_parallel"] == 1
+    # vLLM on a machine without CUDA runs on the CPU: tensor parallelism (over GPUs) is 1 whatever
+    # the job or the config says (the paper config's tensor_parallel: 4 runs as typed on CPU)
+    assert with_tensor_parallel(vllm, {"gpu": 4}, "rerank_shard")["tensor_parallel"] == 1
+    assert with_tensor_parallel(dict(vllm, tensor_parallel=4), {"gpu": 4}, "captions")["tensor_parallel"] == 1
     # on CPU the job's GPU count means nothing: 1 process unless the config asks for gloo ranks
     assert train_processes({"processes": None}, {"gpu": 4}) == 1
     assert train_processes({"processes": 2}, {"gpu": 0}) == 2
