@@ -739,18 +739,16 @@ class FailureLog:
 
     def record(self, video_id: str, path: PathLike | None, reason: str) -> bool:
         """Append a failure; False (and nothing written) if ``video_id`` is already recorded."""
-        entry = {"video_id": str(video_id), "path": None if path is None else str(path), "reason": str(reason)}
-        with self._lock:
-            added = self._file.append(entry)
-        if added:
-            log.info("video %s failed: %s", video_id, reason)
-        return added
+        return self._write(self._file.append, video_id, path, reason)
 
     def replace(self, video_id: str, path: PathLike | None, reason: str) -> bool:
         """Record a failure, replacing an earlier record of ``video_id`` (a retry's outcome)."""
+        return self._write(self._file.put, video_id, path, reason)
+
+    def _write(self, write, video_id, path, reason) -> bool:
         entry = {"video_id": str(video_id), "path": None if path is None else str(path), "reason": str(reason)}
         with self._lock:
-            changed = self._file.put(entry)
+            changed = write(entry)
         if changed:
             log.info("video %s failed: %s", video_id, reason)
         return changed
