@@ -80,7 +80,7 @@ def is_real_model(name_or_path) -> bool:
     return not isinstance(hidden, int) or hidden >= REAL_MODEL_HIDDEN_SIZE
 
 
-def warn_below_paper(name_or_path, settings, what: str = "scored") -> str | None:
+def warn_below_paper(name_or_path, settings) -> str | None:
     """Log (and return) a warning when a real model is fed fewer visual tokens than the paper's
     video setting (2 fps, 32 frames of 128 tokens): its scores are then not the paper's."""
     from .video import VideoSettings
@@ -93,7 +93,7 @@ def warn_below_paper(name_or_path, settings, what: str = "scored") -> str | None
              if getattr(settings, name) is not None and getattr(settings, name) < getattr(paper, name)]
     if not short:
         return None
-    message = (f"{name_or_path} is {what} with fewer visual tokens than the paper (32 frames of 128 tokens at 2 fps): "
+    message = (f"{name_or_path} is scored with fewer visual tokens than the paper (32 frames of 128 tokens at 2 fps): "
                f"{', '.join(short)}; set the video settings (config rerank.video / --max-frames, --tokens-per-frame) "
                "to the paper's to reproduce its numbers")
     log.warning(message)
