@@ -81,6 +81,7 @@ def reference_training_jsonl(root: Path, teacher_jsonl: Path, qids: set[str]) ->
     return records
 
 
+@pytest.mark.slow
 def test_reference_readme_commands_chained(world):
     root, models = world
     vlm, text = str(models["vlm"]), str(models["text"])
