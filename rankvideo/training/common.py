@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -94,9 +95,20 @@ def prepare_model(model_path: str, settings: TrainSettings, options: models.Load
     if settings.finetune == "qlora":
         from transformers import BitsAndBytesConfig
 
+        # The projector (Qwen3-VL's visual "merger") stays out of 4-bit: LoRA trains it in full
+        # (modules_to_save), and a 4-bit copy has uint8 weights that cannot require gradients
+        # ("only Tensors of floating point dtype can require gradients" in get_peft_model). Keeping
+        # it in bf16 (then fp32 via prepare_model_for_kbit_training) makes qlora train exactly what
+        # lora trains, only over a 4-bit base; it is ~40 M parameters of the 8B (the reference trains
+        # no projector at all: its names match nothing in Qwen3-VL). A name given here replaces
+        # transformers' default skips, so lm_head is named too. The patterns match the projector and
+        # its children (start-anchored regex, transformers 5.x), not the deepstack mergers.
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            llm_int8_skip_modules=["lm_head", *(rf"(?:.*\.)?{m}" for m in PROJECTOR_MODULES)])
+        # one whole 4-bit model per process, on this process's GPU (torchrun sets LOCAL_RANK)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     processor = AutoProcessor.from_pretrained(path, **options.kwargs())
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     if settings.finetune in ("lora", "qlora"):
