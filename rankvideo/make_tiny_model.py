@@ -71,6 +71,7 @@ from . import prompts, synthetic
 logger = logging.getLogger("rankvideo.make_tiny_model")
 
 __all__ = [
+    "build_tiny_omni",
     "VLM_DEFAULTS",
     "TEXT_DEFAULTS",
     "SPECIAL_TOKENS",
@@ -542,12 +543,66 @@ def build_tiny_text_model(output_dir: str | Path, seed: int = 0, **size_override
 # CLI
 # --------------------------------------------------------------------------------------
 
+def build_tiny_omni(output_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Qwen3-Omni (MoE thinker with vision and audio encoders, no talker) and its
+    processor to ``output_dir``: the captioner's architecture, ~0.4 M parameters. Same tokenizer as
+    :func:`build_tiny_vlm` plus Qwen's audio tokens; ``rankvideo.models.load_vlm`` loads its thinker."""
+    from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, WhisperFeatureExtractor
+    from transformers.models.qwen2_vl import Qwen2VLVideoProcessor
+    from transformers.models.qwen3_omni_moe import (Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration,
+                                                    Qwen3OmniMoeProcessor)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    p = VLM_DEFAULTS
+    tok = build_tokenizer(p["tokenizer_vocab_size"], p["tokenizer_seed"], p["tokenizer_num_docs"])
+    tok.add_special_tokens({"additional_special_tokens": ["<|audio_start|>", "<|audio_end|>", "<|audio_pad|>"]})
+    # the Omni processor reads these names from its tokenizer; they survive a save/load round trip
+    names = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>", "audio_token": "<|audio_pad|>",
+             "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>",
+             "audio_bos_token": "<|audio_start|>", "audio_eos_token": "<|audio_end|>"}
+    tok.save_pretrained(out)
+    tok = PreTrainedTokenizerFast.from_pretrained(out, extra_special_tokens=names)
+    ids = tok.convert_tokens_to_ids
+    hidden = 64
+    text = dict(vocab_size=_model_vocab_size(tok, p["vocab_multiple_of"]), hidden_size=hidden, intermediate_size=128,
+                moe_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, num_experts=4, num_experts_per_tok=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3],
+                                 "mrope_interleaved": True},
+                pad_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"))
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, temporal_patch_size=2,
+                  spatial_merge_size=2, out_hidden_size=hidden, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+    audio = dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, d_model=32,
+                 output_dim=hidden, downsample_hidden_size=16)
+    thinker = dict(text_config=text, vision_config=vision, audio_config=audio, audio_token_id=ids("<|audio_pad|>"),
+                   image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                   vision_start_token_id=ids("<|vision_start|>"), audio_start_token_id=ids("<|audio_start|>"),
+                   user_token_id=tok.encode("user", add_special_tokens=False)[0])
+    config = Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False,
+                                im_start_token_id=ids("<|im_start|>"), im_end_token_id=ids("<|im_end|>"))
+    model = _init_model(Qwen3OmniMoeForConditionalGeneration, config, seed)
+    model.generation_config = _generation_config(tok)
+    logger.info("built Qwen3-Omni: %d parameters (seed %d)", _num_params(model), seed)
+    common = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+              "image_std": [0.5, 0.5, 0.5]}
+    processor = Qwen3OmniMoeProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(cap_pixels_per_frame=True, **common),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tok, chat_template=CHAT_TEMPLATE)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    logger.info("saved tiny Qwen3-Omni to %s (%.1f s)", out, time.perf_counter() - t0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rankvideo.make_tiny_model",
         description="Build a tiny random Qwen3-VL (vlm) or Qwen3 (text) model with a locally trained tokenizer.",
     )
-    parser.add_argument("--kind", choices=["vlm", "text"], required=True)
+    parser.add_argument("--kind", choices=["vlm", "text", "omni"], required=True)
     parser.add_argument("--output", required=True, help="directory to write the model into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -558,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    build = build_tiny_vlm if args.kind == "vlm" else build_tiny_text_model
+    build = {"vlm": build_tiny_vlm, "text": build_tiny_text_model, "omni": build_tiny_omni}[args.kind]
     build(args.output, seed=args.seed)
     return 0
 

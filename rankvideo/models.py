@@ -140,6 +140,13 @@ def use_linear_patch_embed() -> None:
     embed.forward, embed.rankvideo_linear = forward, True
 
 
+def model_type(path, options: LoadOptions = LoadOptions()) -> str:
+    """The ``model_type`` of a resolved model folder's config.json."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, **options.kwargs()).model_type
+
+
 def load_vlm(name_or_path, options: LoadOptions = LoadOptions(), device: str | None = None, dtype: str | None = None,
              attn_implementation: str | None = None):
     """(model, processor) of a video-language model, in eval mode on ``device``."""
@@ -150,9 +157,17 @@ def load_vlm(name_or_path, options: LoadOptions = LoadOptions(), device: str | N
     device = device or default_device()
     kwargs = options.kwargs()
     processor = AutoProcessor.from_pretrained(path, **kwargs)
-    model = AutoModelForImageTextToText.from_pretrained(
+    omni = model_type(path, options) == "qwen3_omni_moe"  # Qwen3-Omni: not an image-text-to-text auto class
+    if omni:
+        from transformers import Qwen3OmniMoeForConditionalGeneration as model_class
+    else:
+        model_class = AutoModelForImageTextToText
+    model = model_class.from_pretrained(
         path, dtype=torch_dtype(dtype, device), use_safetensors=options.use_safetensors,
         **({"attn_implementation": attn_implementation} if attn_implementation else {}), **kwargs)
+    if omni:  # text output only: its thinker (video/audio/text in, text out), without the speech talker
+        generation_config, model = model.generation_config, model.thinker
+        model.generation_config = generation_config
     model.to(device).eval()
     log.info("loaded %s (%s, %s) on %s", name_or_path, type(model).__name__, model.dtype, device)
     return model, processor

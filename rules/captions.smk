@@ -20,6 +20,6 @@ rule captions:
     benchmark:
         out("benchmarks/captions.tsv")
     conda:
-        "../envs/rankvideo.yaml"
+        "../envs/vllm.yaml" if config["captions"]["backend"] == "vllm" else "../envs/rankvideo.yaml"
     script:
         "../scripts/captions.py"

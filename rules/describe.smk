@@ -22,6 +22,6 @@ rule describe:
     benchmark:
         out("benchmarks/describe.tsv")
     conda:
-        "../envs/rankvideo.yaml"
+        "../envs/vllm.yaml" if config["descriptions"]["backend"] == "vllm" else "../envs/rankvideo.yaml"
     script:
         "../scripts/describe.py"

@@ -22,7 +22,7 @@ rule rerank_shard:
     benchmark:
         out("benchmarks/rerank/{system}/{shard}.tsv")
     conda:
-        "../envs/rankvideo.yaml"
+        "../envs/vllm.yaml" if config["rerank"]["backend"] == "vllm" else "../envs/rankvideo.yaml"
     script:
         "../scripts/rerank_shard.py"
 

@@ -18,6 +18,6 @@ rule teacher_labels:
     benchmark:
         out("benchmarks/teacher_labels.tsv")
     conda:
-        "../envs/rankvideo.yaml"
+        "../envs/vllm.yaml" if config["teacher"]["backend"] == "vllm" else "../envs/rankvideo.yaml"
     script:
         "../scripts/teacher_labels.py"

@@ -20,7 +20,7 @@ rule train_stage1:
     benchmark:
         out("benchmarks/train_stage1.tsv")
     conda:
-        "../envs/rankvideo.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/train_stage1.py"
 
@@ -43,7 +43,7 @@ rule copy_pretrain:
     benchmark:
         out("benchmarks/copy_pretrain.tsv")
     conda:
-        "../envs/rankvideo.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/copy_pretrain.py"
 
@@ -67,7 +67,7 @@ rule train_stage2:
     benchmark:
         out("benchmarks/train_stage2.tsv")
     conda:
-        "../envs/rankvideo.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/train_stage2.py"
 
