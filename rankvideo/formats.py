@@ -584,8 +584,8 @@ class LockedError(OSError):
 
 class DirLock:
     """One writer per output folder: an exclusive ``flock`` on ``<folder>/.rankvideo.lock`` (or on
-    ``lock_file``), which holds the holder's pid and host. The kernel releases it when the holder
-    exits, killed too, so a stale lock file never blocks. A second writer gets :class:`LockedError`
+    ``lock_file``), which holds the holder's pid and host while held (emptied on release). The kernel
+    releases it when the holder exits, killed too, so a stale lock file never blocks. A second writer gets :class:`LockedError`
     naming the holder. Use as a context manager."""
 
     NAME = ".rankvideo.lock"
@@ -617,6 +617,7 @@ class DirLock:
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # no stale holder in it; the same (empty) file after every run
             os.close(self._fd)  # closing releases the lock; the file stays (removing it would race)
             self._fd = None
 

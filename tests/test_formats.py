@@ -165,3 +165,13 @@ def test_atomic_dir_replaces_the_folder_only_when_whole(tmp_path):
         (partial / "new").write_text("y")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert [p.name for p in target.iterdir()] == ["new"]
+
+
+def test_dir_lock_names_its_holder_while_held_and_is_empty_after(tmp_path):
+    from rankvideo.formats import DirLock, LockedError
+
+    with DirLock(tmp_path):
+        assert (tmp_path / DirLock.NAME).read_text().startswith(f"process {__import__('os').getpid()} on ")
+    assert (tmp_path / DirLock.NAME).read_bytes() == b""  # the same file after every run
+    with DirLock(tmp_path):  # released: a later writer takes it
+        pass
