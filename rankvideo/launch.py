@@ -75,13 +75,20 @@ def train(spec: dict, processes: int, threads: int = 1) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "rankvideo.launch", str(spec_path)]
     log.info("launching %d training processes: %s", processes, " ".join(cmd))
+    status = run_streamed(cmd, env)
+    if status:
+        raise RuntimeError(f"{spec['stage']} training under torchrun ({processes} processes) exited with status "
+                           f"{status}; the ranks' output is above in this log")
+
+
+def run_streamed(cmd: list[str], env: dict) -> int:
+    """Run ``cmd``, its output (stdout and stderr) streamed into this process's stderr (the rule's
+    log); returns its exit status."""
     sys.stderr.flush()
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             sys.stderr.write(line)
-    if proc.returncode:
-        raise RuntimeError(f"{spec['stage']} training under torchrun ({processes} processes) exited with status "
-                           f"{proc.returncode}; the ranks' output is above in this log")
+    return proc.returncode
 
 
 def write_spec(spec: dict) -> Path:

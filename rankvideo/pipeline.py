@@ -14,7 +14,6 @@ import importlib.util
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -170,18 +169,15 @@ def run_step(name: str, kwargs: dict, backend: str, environments: dict | None, s
                                 "file: point it at the python of an environment with vLLM (tools/setup_vllm_cpu.sh "
                                 "builds one for CPUs)")
     from . import formats
-    from .launch import package_env
+    from .launch import package_env, run_streamed
 
     spec_path = Path(spec_path)
     formats.write_json(spec_path, {"step": name, "kwargs": kwargs})
     cmd = [python, "-m", "rankvideo.pipeline", str(spec_path)]
     log.info("running step %s with vLLM as a main module: %s", name, " ".join(cmd))
-    sys.stderr.flush()
-    with subprocess.Popen(cmd, env=package_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        for line in proc.stdout:
-            sys.stderr.write(line)
-    if proc.returncode:
-        raise RuntimeError(f"step {name} in {python} exited with status {proc.returncode}; its output is above")
+    status = run_streamed(cmd, package_env())
+    if status:
+        raise RuntimeError(f"step {name} in {python} exited with status {status}; its output is above")
     result = formats.read_json(spec_path.with_suffix(".result.json"))
     spec_path.unlink()
     spec_path.with_suffix(".result.json").unlink()
