@@ -3,6 +3,7 @@ caching, the Trainer arguments, resumption and the final, self-describing checkp
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -250,6 +251,29 @@ def git_commit() -> str | None:
         return None
 
 
+def merge_adapters(model, finetune: str):
+    """The trained model as plain weights: LoRA adapters merged (a no-op for full fine-tuning).
+
+    Under QLoRA, peft's own merge re-quantises each merged weight to 4-bit, which rounds the small
+    LoRA update away and leaves a bitsandbytes folder that only a CUDA machine with bitsandbytes can
+    load. Instead the adapters are taken off, the 4-bit base is dequantised to bf16 (the weights the
+    adapters were trained against), and the adapters are merged into that: the saved bf16 model
+    computes what the trained 4-bit model computed, and loads wherever a LoRA result loads."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    if finetune != "qlora":
+        return model.merge_and_unload()
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    config = copy.deepcopy(model.peft_config[model.active_adapter])
+    state = get_peft_model_state_dict(model)  # LoRA factors and the trained projector (modules_to_save)
+    base = model.unload().dequantize(dtype=torch.bfloat16)
+    again = get_peft_model(base, config)
+    set_peft_model_state_dict(again, state)
+    return again.merge_and_unload().to(torch.bfloat16)
+
+
 def finalize(model, processor, output_dir, stage: str, base_model: str, settings: TrainSettings, data_files: dict,
              history: list[dict], extra: dict | None = None, data_hashes: dict | None = None):
     """Save a folder that the rerank rule and VLMReranker load directly: LoRA adapters merged into
@@ -259,8 +283,7 @@ def finalize(model, processor, output_dir, stage: str, base_model: str, settings
     from ..rerank import code_version
 
     output_dir = Path(output_dir)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model = merge_adapters(model, settings.finetune)
     model.save_pretrained(output_dir, safe_serialization=True)
     processor.save_pretrained(output_dir)
     record = {"stage": stage, "base_model": base_model, "settings": asdict(settings),
