@@ -18,9 +18,9 @@ from pathlib import Path
 
 
 def prepare(root: Path) -> None:
-    from rankvideo import formats, training_data
-    from rankvideo.make_tiny_model import build_tiny_vlm
-    from rankvideo.synthetic import SyntheticConfig, generate
+    from rankvideo.data import formats, training_data
+    from rankvideo.demo.tiny_model import build_tiny_vlm
+    from rankvideo.demo.synthetic import SyntheticConfig, generate
     from rankvideo.video import VideoResolver
 
     bench = root / "bench"

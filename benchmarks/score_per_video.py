@@ -3,7 +3,7 @@
 One run on one card (issue "Speed: score per video"):
 
 1. builds a random-weight model of the exact Qwen3-VL-8B-Instruct shape from a config (no download),
-   bf16, with a locally trained tokenizer (``rankvideo.make_tiny_model.build_tokenizer``; every id is
+   bf16, with a locally trained tokenizer (``rankvideo.demo.tiny_model.build_tokenizer``; every id is
    far below the 151,936-row vocabulary) and a Qwen3-VL processor (patch 16, temporal patch 2,
    merge 2); the special-token ids of the config are the tokenizer's;
 2. makes videos: 20 s mp4 files at 512x256, 24 fps, encoded with PyAV and decoded with
@@ -20,7 +20,7 @@ One run on one card (issue "Speed: score per video"):
    analytically (:func:`flop_model`, described in the results file);
 5. breaks (b)'s time per video into processor, vision encoder, LLM passes (host clock, GPU sync at each
    boundary, from forward hooks; plus how long the host took to queue each phase), times decoding
-   inside the loop with the rerank job's background decoding (:func:`rankvideo.rerank.prefetched`),
+   inside the loop with the rerank job's background decoding (:func:`rankvideo.scoring.rerank.prefetched`),
    profiles the GPU kernels of one video by kind (torch.profiler), and checks agreement: the same
    pairs scored one full forward each with the default prompt and scored against the shared prefix
    must give the same ``logit_delta`` within bf16 tolerance, and to ~1e-5 with the model upcast to
@@ -59,7 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from rankvideo import make_tiny_model, models  # noqa: E402
+from rankvideo import models
+from rankvideo.demo import tiny_model# noqa: E402
 from rankvideo.backends import hf as hf_backend  # noqa: E402
 from rankvideo.video import LoadedVideo, VideoSettings  # noqa: E402
 
@@ -101,14 +102,14 @@ def build_processor(tokenizer):
     video_processor = Qwen3VLVideoProcessor(size={"shortest_edge": 4096, "longest_edge": 25165824},
                                             cap_pixels_per_frame=True, **common)
     return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-                            chat_template=make_tiny_model.CHAT_TEMPLATE)
+                            chat_template=tiny_model.CHAT_TEMPLATE)
 
 
 def build_model(shape: dict, tokenizer, device: str, dtype, attn: str, seed: int = 0):
     """Random-weight Qwen3-VL of ``shape``, created directly on ``device`` in ``dtype``."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in make_tiny_model.SPECIAL_TOKENS}
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tiny_model.SPECIAL_TOKENS}
     text = dict(shape["text"], pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
                 eos_token_id=ids["<|im_end|>"])
     assert max(ids.values()) < text["vocab_size"] and len(tokenizer) <= text["vocab_size"]
@@ -531,9 +532,9 @@ def _dynamo_graphs() -> int | None:
 
 def timed_with_decode(score, paths, query_sets, settings, ahead: int) -> dict:
     """Decode each mp4 (rankvideo.video.load_video) and score it, as a rerank job does, through
-    :func:`rankvideo.rerank.prefetched`: the next ``ahead`` videos decode in background threads while
+    :func:`rankvideo.scoring.rerank.prefetched`: the next ``ahead`` videos decode in background threads while
     the GPU scores this one (0: one after the other). Wall time includes decoding."""
-    from rankvideo.rerank import prefetched
+    from rankvideo.scoring.rerank import prefetched
     from rankvideo.video import load_video
 
     sync()
@@ -644,7 +645,7 @@ def main(argv=None) -> int:
     save()
 
     t0 = time.perf_counter()
-    tokenizer = make_tiny_model.build_tokenizer()
+    tokenizer = tiny_model.build_tokenizer()
     processor = build_processor(tokenizer)
     model, _ = build_model(shape, tokenizer, device, dtype, args.attn)
     n_params = sum(p.numel() for p in model.parameters())
@@ -1072,7 +1073,7 @@ def write_markdown(r: dict, path: Path) -> None:
         d = r["decode_overlap"]
         lines += ["## Decoding inside the loop (what a rerank job does)", "",
                   f"`{d['variant']}`; each video decoded from its mp4 by `rankvideo.video.load_video` (PyAV) and "
-                  "scored through `rankvideo.rerank.prefetched`, the rerank loop's helper: `ahead` = videos decoding in "
+                  "scored through `rankvideo.scoring.rerank.prefetched`, the rerank loop's helper: `ahead` = videos decoding in "
                   "background threads while the GPU scores one (0: decode, then score; the rerank CLI's default "
                   "`--decode-ahead` is 2). decode ms = time in `load_video` (one thread each); CPU share = decode "
                   "time / wall time of the loop (above 100%: more than one core busy decoding).", "",

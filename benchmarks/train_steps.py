@@ -10,8 +10,8 @@ One run on one card (issue 24, "QLoRA runs" and "Stage-2 training throughput"):
 2. encodes a few mp4 clips (PyAV, 512x256, 24 fps, 16 s) and copies them to a distinct path per
    training example, so that every example of the timed steps is decoded by
    ``rankvideo.video.load_video`` as in a real run (the encoded-example cache never hits);
-3. runs stage 1 (``rankvideo.train_perception.train``: caption SFT, 32 frames) and stage 2
-   (``rankvideo.train_reranker.train``: one query group of 1 positive + 1 negative per batch, 24
+3. runs stage 1 (``rankvideo.training.stage1.train``: caption SFT, 32 frames) and stage 2
+   (``rankvideo.training.stage2.train``: one query group of 1 positive + 1 negative per batch, 24
    frames, the default loss) with ``finetune: lora`` and ``qlora``, gradient checkpointing, bf16,
    ``--steps`` optimizer steps of ``--grad-accum`` batches each, through the real ``train()``
    functions (model preparation, Trainer, final merge and save included); a TrainerCallback,
@@ -63,7 +63,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import score_per_video as spv  # noqa: E402
-from rankvideo import formats, make_tiny_model  # noqa: E402
+from rankvideo.data import formats
+from rankvideo.demo import tiny_model# noqa: E402
 
 log = logging.getLogger("train_steps")
 
@@ -85,10 +86,10 @@ DDP_NOTE = ("benchmarks/results/ddp_stage2_nvidia-h200-x2.md: 2 ranks x 1 group 
 def build_model_folder(folder: Path, shape: dict, device: str, dtype) -> tuple[dict, object]:
     """Random-weight model of ``shape`` + processor saved to ``folder`` (score_per_video's helpers)."""
     t0 = time.perf_counter()
-    tokenizer = make_tiny_model.build_tokenizer()
+    tokenizer = tiny_model.build_tokenizer()
     processor = spv.build_processor(tokenizer)
     model, _ = spv.build_model(shape, tokenizer, device, dtype, attn="sdpa")
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in make_tiny_model.SPECIAL_TOKENS}
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tiny_model.SPECIAL_TOKENS}
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     built = time.perf_counter() - t0
@@ -277,7 +278,7 @@ def estimate(results: list[dict], gpus: list[int]) -> list[dict]:
 
 def run_one(stage: str, finetune: str, workers: int, data: dict, model_dir: Path, outputs: Path, args, timer,
             shape) -> dict:
-    from rankvideo import train_perception, train_reranker
+    from rankvideo.training import stage1 as train_perception, stage2 as train_reranker
     from rankvideo.training.common import TrainSettings
     from rankvideo.training.losses import LossWeights
 
@@ -435,7 +436,7 @@ def write_markdown(r: dict, path: Path) -> None:
              f"- date: {r['date']}; torch {v['torch']} (CUDA {v['cuda']}), transformers {v['transformers']}, "
              f"peft {v['peft']}, bitsandbytes {v['bitsandbytes']}, Python {v['python']}",
              "- produced by `benchmarks/train_steps.py`, which calls the committed training entry points "
-             "(`rankvideo.train_perception.train`, `rankvideo.train_reranker.train`: model preparation, Trainer, "
+             "(`rankvideo.training.stage1.train`, `rankvideo.training.stage2.train`: model preparation, Trainer, "
              "final merge and save) and patches nothing; a TrainerCallback synchronises the GPU at each optimizer "
              "step and counts the tokens (attention mask) reaching the model",
              f"- model: {m.get('params', 0) / 1e9:.3f} B parameters ({m.get('vision_params', 0) / 1e6:.0f} M vision), "

@@ -12,7 +12,7 @@ __all__ = ["VLMReranker"]
 
 def __getattr__(name):  # import torch and transformers only when the reranker is used
     if name == "VLMReranker":
-        from .reranker import VLMReranker
+        from rankvideo.scoring.reranker import VLMReranker
 
         return VLMReranker
     raise AttributeError(name)

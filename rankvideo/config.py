@@ -153,7 +153,7 @@ def dump(config: dict) -> str:
 
 
 def write(config: dict, path: str | Path) -> None:
-    from . import formats
+    from rankvideo.data import formats
 
     formats.write_text(path, dump(config))
 

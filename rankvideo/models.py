@@ -37,6 +37,30 @@ class LoadOptions:
                 "trust_remote_code": self.trust_remote_code, "revision": self.revision}
 
 
+def apply_offline(models: dict) -> None:
+    """The config's models section: ``offline`` (default true) = never contact the hub from this process."""
+    if models.get("offline", True):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def load_options(models: dict) -> LoadOptions:
+    """The config's models section → :class:`LoadOptions` (offline mode applied)."""
+    apply_offline(models)
+    return LoadOptions(cache_dir=models.get("cache_dir"), trust_remote_code=models.get("trust_remote_code", False),
+                       use_safetensors=not models.get("allow_pickle_weights", False))
+
+
+def generator_options(settings: dict, models: dict) -> dict:
+    """Constructor options of a captioning / teacher backend from its config section and the models section."""
+    apply_offline(models)
+    options = {"cache_dir": models.get("cache_dir"), "trust_remote_code": models.get("trust_remote_code", False)}
+    if models.get("allow_pickle_weights"):
+        options["allow_pickle_weights"] = True
+    if settings["backend"] == "vllm":
+        options["tensor_parallel_size"] = settings.get("tensor_parallel") or 1
+    return options
+
+
 def resolve(name_or_path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> str:
     """A local folder as is; a hub id checked against the cache (offline) or left to the hub."""
     path = Path(name_or_path).expanduser()
@@ -83,7 +107,7 @@ def is_real_model(name_or_path) -> bool:
 def warn_below_paper(name_or_path, settings) -> str | None:
     """Log (and return) a warning when a real model is fed fewer visual tokens than the paper's
     video setting (2 fps, 32 frames of 128 tokens): its scores are then not the paper's."""
-    from .video import VideoSettings
+    from rankvideo.video import VideoSettings
 
     paper = VideoSettings.paper()
     if not is_real_model(name_or_path):

@@ -17,45 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-from .video import VideoResolver, VideoSettings
+from rankvideo.models import generator_options
+from rankvideo.video import VideoResolver, VideoSettings
 
 log = logging.getLogger(__name__)
-
-
-def resolver(videos: dict) -> VideoResolver:
-    """``{"dir", "layout", "index"}`` (dataset.videos, or the synthetic benchmark's folder)."""
-    return VideoResolver.from_config(videos)
-
-
-def video_settings(video: dict) -> VideoSettings:
-    """``{"fps", "max_frames", "tokens_per_frame"}`` → sampling and resizing settings."""
-    return VideoSettings.with_tokens(video["fps"], video["max_frames"], video["tokens_per_frame"])
-
-
-def apply_offline(models: dict) -> None:
-    """models.offline: never contact the hub from this process."""
-    if models.get("offline", True):
-        os.environ["HF_HUB_OFFLINE"] = "1"
-
-
-def load_options(models: dict):
-    """models section → :class:`rankvideo.models.LoadOptions` (and offline mode applied)."""
-    from .models import LoadOptions
-
-    apply_offline(models)
-    return LoadOptions(cache_dir=models.get("cache_dir"), trust_remote_code=models.get("trust_remote_code", False),
-                       use_safetensors=not models.get("allow_pickle_weights", False))
-
-
-def generator_options(settings: dict, models: dict) -> dict:
-    """Constructor options of a captioning / teacher backend from its config section and models."""
-    apply_offline(models)
-    options = {"cache_dir": models.get("cache_dir"), "trust_remote_code": models.get("trust_remote_code", False)}
-    if models.get("allow_pickle_weights"):
-        options["allow_pickle_weights"] = True
-    if settings["backend"] == "vllm":
-        options["tensor_parallel_size"] = settings.get("tensor_parallel") or 1
-    return options
 
 
 def job_gpus(resources) -> int:
@@ -116,11 +81,11 @@ def captions_step(model: str, ids, videos: dict, output: str, failures: str, set
                   models: dict, stage1_prompt: bool = False) -> dict:
     """Caption videos (rule captions; rule describe with ``stage1_prompt``). ``ids``: a list of video
     ids or the path of a video2queries JSON whose keys are they."""
-    from . import generate_captions
+    from rankvideo.generation import captions as generate_captions
 
     if isinstance(ids, str):
         ids = generate_captions.read_ids(ids)
-    counts = generate_captions.run(model, ids, resolver(videos), output, failures, video_settings(video),
+    counts = generate_captions.run(model, ids, VideoResolver.from_config(videos), output, failures, VideoSettings.from_config(video),
                                    settings["max_new_tokens"], settings["batch_size"], settings["backend"],
                                    options=generator_options(settings, models), stage1_prompt=stage1_prompt)
     Path(failures).touch()
@@ -130,7 +95,7 @@ def captions_step(model: str, ids, videos: dict, output: str, failures: str, set
 def teacher_step(model: str, queries: str, candidates: str, captions: str, asr: str | None, output: str,
                  settings: dict, models: dict) -> dict:
     """Teacher labels of the training candidates (rule teacher_labels)."""
-    from . import generate_reasoning
+    from rankvideo.generation import teacher_labels as generate_reasoning
 
     return generate_reasoning.run(model, queries, candidates, captions, asr, output, settings["topk"],
                                   settings["batch_size"], settings["reasoning_maxlen"], settings["backend"],
@@ -138,10 +103,10 @@ def teacher_step(model: str, queries: str, candidates: str, captions: str, asr: 
 
 
 def rerank_step(**kwargs) -> dict:
-    """One rerank shard (rule rerank_shard): :func:`rankvideo.rerank.run_shard`."""
+    """One rerank shard (rule rerank_shard): :func:`rankvideo.scoring.rerank.run_shard`."""
     from dataclasses import asdict
 
-    from .rerank import run_shard
+    from rankvideo.scoring.rerank import run_shard
 
     return asdict(run_shard(**kwargs))
 
@@ -168,8 +133,8 @@ def run_step(name: str, kwargs: dict, backend: str, environments: dict | None, s
         raise FileNotFoundError(f"environments.vllm_python / RANKVIDEO_VLLM_PYTHON names {python}, which is not a "
                                 "file: point it at the python of an environment with vLLM (tools/setup_vllm_cpu.sh "
                                 "builds one for CPUs)")
-    from . import formats
-    from .launch import package_env, run_streamed
+    from rankvideo.data import formats
+    from rankvideo.training.launch import package_env, run_streamed
 
     spec_path = Path(spec_path)
     formats.write_json(spec_path, {"step": name, "kwargs": kwargs})
@@ -185,7 +150,8 @@ def run_step(name: str, kwargs: dict, backend: str, environments: dict | None, s
 
 
 def main(argv=None) -> int:
-    from . import formats, logs
+    from rankvideo import logs
+    from rankvideo.data import formats
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

@@ -95,7 +95,7 @@ def rerank_prompt(variant: str = "default") -> RerankPrompt:
 DESCRIPTION_LINE = "Video description: {description}\n"
 #: what a stage-2 training record says of a model trained with descriptions (``descriptions``), so that
 #: a model trained by an older version (``true``: the description after the query) is refused, not
-#: scored with a layout it never saw (:func:`rankvideo.rerank.needs_descriptions`)
+#: scored with a layout it never saw (:func:`rankvideo.scoring.rerank.needs_descriptions`)
 DESCRIPTION_LAYOUT = "before_query"
 
 
@@ -107,7 +107,7 @@ def answer_text(relevant: bool) -> str:
 def render_rerank(processor_or_tokenizer, query: str, variant: str = "default", description: str | None = None) -> str:
     """The exact text a model sees for one (query, video) pair, up to the scored position; with the
     video's ``description`` (:data:`DESCRIPTION_LINE`) before the query when given. Training
-    (:class:`rankvideo.train_reranker.PairCollator`) and every backend render through here.
+    (:class:`rankvideo.training.stage2.PairCollator`) and every backend render through here.
 
     The video appears as the chat template renders it (one vision_start, video pad, vision_end);
     the processor expands the pad into the video's tokens.
@@ -196,7 +196,7 @@ def parse_teacher_output(text: str) -> tuple[str | None, str | None, int | None]
 #: which answer tokens inference reads: ``variants``, every token that decodes to yes / no (the
 #: reference's inference); ``single``, the one "yes" and one "no" id that stage 2 trains, so the
 #: score is exactly the trained ``logit[yes] - logit[no]``; ``auto``, single for a stage-2 folder
-#: made by this project and variants otherwise (:func:`rankvideo.rerank.resolve_answer_tokens`)
+#: made by this project and variants otherwise (:func:`rankvideo.scoring.rerank.resolve_answer_tokens`)
 ANSWER_TOKENS = ("auto", "variants", "single")
 
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from rankvideo.formats import JsonlAppender, id_problem, read_video_index
+from rankvideo.data.formats import JsonlAppender, id_problem, read_video_index
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -160,6 +160,11 @@ class VideoSettings:
     def paper(cls) -> "VideoSettings":
         """The published RANKVIDEO setting: 2 fps, <= 32 frames, 128 tokens per frame, patch 16."""
         return cls.with_tokens(fps=2.0, max_frames=32, tokens_per_frame=128)
+
+    @classmethod
+    def from_config(cls, video: dict) -> "VideoSettings":
+        """A config's ``video`` section ``{fps, max_frames, tokens_per_frame}``."""
+        return cls.with_tokens(video["fps"], video["max_frames"], video["tokens_per_frame"])
 
     @classmethod
     def with_tokens(cls, fps: float, max_frames: int, tokens_per_frame: int, **others) -> "VideoSettings":

@@ -38,8 +38,8 @@ def attribute_errors(run: dict, test: dict, attributes: dict) -> dict[str, tuple
 def main(argv=None) -> int:
     from attribute_oracle import test_attributes
 
-    from rankvideo import formats
-    from rankvideo.synthetic import ATTRIBUTES
+    from rankvideo.data import formats
+    from rankvideo.demo.synthetic import ATTRIBUTES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="TREC run files or {qid: {doc: score}} JSON")

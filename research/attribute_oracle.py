@@ -28,8 +28,9 @@ def test_attributes(root: Path, config_path: str, overlays=()) -> tuple[dict, li
     import numpy as np
     import yaml
 
-    from rankvideo import config, formats
-    from rankvideo.synthetic import SyntheticConfig, describe, draw_videos, make_queries
+    from rankvideo import config
+    from rankvideo.data import formats
+    from rankvideo.demo.synthetic import SyntheticConfig, describe, draw_videos, make_queries
 
     def merge(into: dict, new: dict) -> None:  # as Snakemake lays --configfile files over each other
         for key, value in new.items():
@@ -64,9 +65,9 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from rankvideo import formats
-    from rankvideo.evaluate import evaluate_run
-    from rankvideo.synthetic import ATTRIBUTES
+    from rankvideo.data import formats
+    from rankvideo.evaluation.evaluate import evaluate_run
+    from rankvideo.demo.synthetic import ATTRIBUTES
 
     root = Path(args.workdir)
     test, videos = test_attributes(root, args.config, args.overlay)

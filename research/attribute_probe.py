@@ -32,7 +32,7 @@ def auc(pos, neg) -> float:
 def attribute_aucs(reranker, videos: dict, loaded: dict) -> dict:
     """{attribute: {"mean_auc", "per_value"}}: each single-attribute query ("something red") scored
     against every video of ``loaded`` ({doc: LoadedVideo}); ``videos`` holds their attributes."""
-    from rankvideo import synthetic
+    from rankvideo.demo import synthetic
 
     values = {"count": synthetic.COUNTS, "colour": list(synthetic.COLOURS), "shape": synthetic.SHAPES,
               "motion": list(synthetic.MOTIONS), "background": synthetic.BACKGROUNDS}
@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     import torch
     import yaml
 
-    from rankvideo import VLMReranker, formats
+    from rankvideo import VLMReranker
+    from rankvideo.data import formats
     from rankvideo.video import VideoSettings, load_video
 
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ def score_candidates(score_video, settings, video_dir: str = "results/benchmark/
     """``{qid: {doc: score}}`` over the pairs the rerank rule scores (``video2queries_test.json``: every
     query a video is a first-stage candidate for); ``score_video(doc, video, qids)`` returns one float
     per query id."""
-    from rankvideo import formats
+    from rankvideo.data import formats
     from rankvideo.video import load_video
 
     scores: dict[str, dict[str, float]] = {qid: {} for qid in formats.read_first_stage_json("results/first_stage/test.json")}
@@ -46,8 +46,9 @@ def compare_with_first_stage(scores: dict, cfg: dict, name: str, extra: dict | N
     p-values against the first stage; printed in one line and returned (for result.json)."""
     import pandas as pd
 
-    from rankvideo import evaluate, formats
-    from rankvideo.metrics import paired_p_value
+    from rankvideo.data import formats
+    from rankvideo.evaluation import evaluate
+    from rankvideo.evaluation.metrics import paired_p_value
 
     first = formats.read_first_stage_json("results/first_stage/test.json")
     queries = formats.read_queries("results/benchmark/queries_test.tsv")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 def read_attributes(caption: str) -> dict:
     """The attributes a reference-style caption names (None where it names none or several)."""
-    from rankvideo.synthetic import BACKGROUNDS, COLOURS, MOTION_PHRASES, SHAPES
+    from rankvideo.demo.synthetic import BACKGROUNDS, COLOURS, MOTION_PHRASES, SHAPES
 
     text = caption.replace("<think>", " ").replace("</think>", " ").strip().lower()
     words = text.split()
@@ -51,15 +51,17 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from rankvideo import config, formats, pipeline, prompts
+    from rankvideo import config, prompts
+    from rankvideo.video import VideoSettings
+    from rankvideo.data import formats
     from rankvideo.backends.hf import HFBackend
-    from rankvideo.synthetic import ATTRIBUTES, SyntheticConfig, generate
+    from rankvideo.demo.synthetic import ATTRIBUTES, SyntheticConfig, generate
     from rankvideo.video import load_video
 
     cfg = config.validate(yaml.safe_load(Path(args.config).read_text()))
     synthetic = dict(cfg["dataset"]["synthetic"], seed=args.seed, n_videos=4, n_train_queries=4, n_test_queries=1,
                      n_perception_videos=args.videos)
-    settings = pipeline.video_settings(cfg["train_stage1"]["video"])
+    settings = VideoSettings.from_config(cfg["train_stage1"]["video"])
     backend = HFBackend(args.model, device="cpu")
     right = {a: 0 for a in ATTRIBUTES}
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,7 +38,7 @@ def build_groups(videos: list[dict], attributes: list[str], n_groups: int, negat
                  video_path) -> list[dict]:
     """Stage-2 records: per group one single-attribute query, a positive that has the value and
     ``negatives`` videos that do not."""
-    from rankvideo import synthetic
+    from rankvideo.demo import synthetic
 
     rng = random.Random(seed)
     lacking = {(attr, value): [v for v in videos if v[attr] != value]  # the negatives' pool, per value
@@ -98,7 +98,7 @@ def probe_set(synthetic_settings: dict, seed: int, n: int, out: Path) -> Path:
     """``out/videos-seed{seed}-n{n}``: ``n`` videos rendered with the run's benchmark settings and
     ``seed``, rendered once. The set is rendered in a staging folder and moved into place, so that
     probes started together never read a half-written set or clash over its temporary files."""
-    from rankvideo import synthetic
+    from rankvideo.demo import synthetic
 
     folder = out / f"videos-seed{seed}-n{n}"
     out.mkdir(parents=True, exist_ok=True)
@@ -136,9 +136,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from rankvideo import VLMReranker, formats, logs, synthetic
+    from rankvideo import VLMReranker, logs
+    from rankvideo.data import formats
+    from rankvideo.demo import synthetic
     from rankvideo.config import load as load_config
-    from rankvideo.train_reranker import train
+    from rankvideo.training.stage2 import train
     from rankvideo.training.common import TrainSettings
     from rankvideo.training.losses import LossWeights
     from rankvideo.video import load_video

@@ -4,7 +4,7 @@
     python research/match_probe.py answer-only MODEL OUTPUT STEPS [LR]
     python research/match_probe.py accuracy MODEL
 
-``train`` runs :mod:`rankvideo.copy_pretrain` with a fraction (``COPY_FRACTION``, default 0.5, stays
+``train`` runs :mod:`rankvideo.demo.copy_pretrain` with a fraction (``COPY_FRACTION``, default 0.5, stays
 copying) of its texts replaced by ``"Query: q1 .. qm\\nVideo description: d1 .. dk\\nAnswer: yes|no"``:
 the query is 1-5 words of the description, and for "no" one of them is replaced by a word the
 description lacks (``MATCH_QUERY_MAX`` words at most, default 5). ``answer-only`` trains on
@@ -19,7 +19,7 @@ import os
 import random
 import sys
 
-from rankvideo import copy_pretrain
+from rankvideo.demo import copy_pretrain
 
 _copy_texts = copy_pretrain.repeated_texts
 
@@ -46,7 +46,8 @@ def mixed_texts(rng: random.Random, words: list[str], n: int) -> list[str]:
 def accuracy(model_path: str, n: int = 200) -> float:
     import torch
 
-    from rankvideo import formats, models
+    from rankvideo import models
+    from rankvideo.data import formats
 
     model, processor = models.load_vlm(model_path, device="cpu", dtype="float32")
     tokenizer = processor.tokenizer
@@ -69,7 +70,8 @@ def train_answer_only(model_path: str, output: str, steps: int, batch_size: int 
     """Matching texts only, the loss on the answer token alone (copy pretraining's loop otherwise)."""
     import torch
 
-    from rankvideo import formats, models
+    from rankvideo import models
+    from rankvideo.data import formats
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

@@ -9,7 +9,7 @@ Run it in a finished pipeline folder (synthetic benchmark). A pair's score is
 exactly as stage 1 trains it, with the query where the caption goes. ``--wording caption`` first
 rewrites the query's motion and background phrases into the reference captions' words ("moving
 left" -> "moves from right to left", "on a" -> "across a", a capital first letter; from
-:mod:`rankvideo.synthetic`), so
+:mod:`rankvideo.demo.synthetic`), so
 that a model which learnt the reference captions is asked in its own words. Scoring reads the same
 pairs as the rerank rule (``video2queries_test.json``); nDCG@10 of the ranking and of its z-score
 fusion with the first stage, with paired p-values against the first stage, go to
@@ -28,7 +28,7 @@ from pathlib import Path
 
 def caption_wording(query: str) -> str:
     """The query in the reference captions' words (the benchmark's own phrase tables)."""
-    from rankvideo import synthetic
+    from rankvideo.demo import synthetic
 
     verb = "moves" if query.startswith(("a ", "something")) else "move"  # one object, as the captions say it
     for motion, phrase in synthetic.MOTION_PHRASES.items():
@@ -80,11 +80,12 @@ def main(argv=None) -> int:
     parser.add_argument("--wording", choices=["query", "caption"], default="query")
     args = parser.parse_args(argv)
 
-    from rankvideo import formats, pipeline
+    from rankvideo.video import VideoSettings
+    from rankvideo.data import formats
     from rankvideo.backends.hf import HFBackend
 
     cfg, work = open_run(args)
-    settings = pipeline.video_settings(cfg["train_stage1"]["video"])
+    settings = VideoSettings.from_config(cfg["train_stage1"]["video"])
     backend = HFBackend(args.model, device=args.device)
 
     queries = formats.read_queries("results/benchmark/queries_test.tsv")

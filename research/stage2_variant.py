@@ -47,7 +47,9 @@ def self_captions(work: Path, video_dir: Path, cfg: dict, device: str) -> dict[s
     """The stage-1 model's captions (stage-1 prompt) of the videos stage 2 meets (training pairs, test
     candidates): the describe rule's when the run has them, else written once to
     ``work/self_captions.jsonl`` the same way."""
-    from rankvideo import formats, generate_captions, pipeline
+    from rankvideo.video import VideoSettings
+    from rankvideo.data import formats
+    from rankvideo.generation import captions as generate_captions
     from rankvideo.video import VideoResolver
 
     ids = generate_captions.candidate_ids([f"results/training_data/{split}.jsonl" for split in ("train", "eval")],
@@ -56,7 +58,7 @@ def self_captions(work: Path, video_dir: Path, cfg: dict, device: str) -> dict[s
     if output != PIPELINE_DESCRIPTIONS:
         section = cfg["descriptions"]
         generate_captions.run("results/models/stage1", ids, VideoResolver(str(video_dir)), output,
-                              work / "self_caption_failures.jsonl", pipeline.video_settings(cfg["train_stage1"]["video"]),
+                              work / "self_caption_failures.jsonl", VideoSettings.from_config(cfg["train_stage1"]["video"]),
                               section["max_new_tokens"], section["batch_size"], options={"device": device},
                               stage1_prompt=True)
     captions = formats.read_id_text_jsonl(output)
@@ -121,12 +123,14 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from rankvideo import formats, launch, pipeline
+    from rankvideo.video import VideoSettings
+    from rankvideo.data import formats
+    from rankvideo.training import launch
     from rankvideo.backends.hf import HFBackend
 
     cfg, work = open_run(args)
     video_dir = Path("results/benchmark/videos")
-    settings = pipeline.video_settings(cfg["train_stage2"]["video"])
+    settings = VideoSettings.from_config(cfg["train_stage2"]["video"])
     if args.description == "config":
         args.description = "self" if cfg["descriptions"]["enabled"] else "none"
     if args.init is None:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import random
 
-from rankvideo.synthetic import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, describe
+from rankvideo.demo.synthetic import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, describe
 
 VALUES = {"colour": list(COLOURS), "shape": list(SHAPES), "motion": list(MOTIONS), "background": list(BACKGROUNDS)}
 
 
 def _inverse() -> dict[str, dict]:
-    """Every query text :func:`rankvideo.synthetic.describe` can write, mapped to its attributes."""
+    """Every query text :func:`rankvideo.demo.synthetic.describe` can write, mapped to its attributes."""
     import itertools
 
-    from rankvideo.synthetic import COUNTS
+    from rankvideo.demo.synthetic import COUNTS
 
     table = {}
     for count, colour, shape, motion, background in itertools.product(
@@ -34,7 +34,7 @@ _ATTRIBUTES_OF: dict[str, dict] = {}
 
 
 def attributes(text: str) -> dict:
-    """The attributes of a query that :func:`rankvideo.synthetic.describe` wrote (its exact inverse)."""
+    """The attributes of a query that :func:`rankvideo.demo.synthetic.describe` wrote (its exact inverse)."""
     if not _ATTRIBUTES_OF:
         _ATTRIBUTES_OF.update(_inverse())
     if text not in _ATTRIBUTES_OF:

@@ -39,7 +39,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from rankvideo import formats, logs, synthetic
+    from rankvideo import logs
+    from rankvideo.data import formats
+    from rankvideo.demo import synthetic
     from rankvideo.backends.hf import HFBackend
     from rankvideo.video import VideoSettings, load_video
 

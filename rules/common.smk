@@ -24,7 +24,7 @@ BENCHMARK = out("benchmark")
 SYSTEMS = config["systems"]
 import re
 
-from rankvideo.evaluate import FUSED_SUFFIX
+from rankvideo.evaluation.evaluate import FUSED_SUFFIX
 # systems scored by a model (a fused system reuses its model's predictions)
 SCORED = list(dict.fromkeys(s.removesuffix(FUSED_SUFFIX) for s in SYSTEMS if s != "first_stage"))
 RERANKERS = config["models"]["rerankers"]

@@ -1,7 +1,8 @@
-from rankvideo import generate_captions, logs, pipeline
+from rankvideo import logs, pipeline
+from rankvideo.generation import captions as generate_captions
 
 with logs.to_file(snakemake.log[0]):
-    settings = pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "describe")
+    settings = pipeline.with_tensor_parallel(snakemake.params.settings, dict(snakemake.resources.items()), "describe")
     ids = generate_captions.candidate_ids([snakemake.input.train, snakemake.input.eval], snakemake.input.video2queries)
     pipeline.run_step(
         "captions",

@@ -1,7 +1,7 @@
 import logging
 
 from rankvideo import logs
-from rankvideo.evaluate import evaluate_system, write_system_results
+from rankvideo.evaluation.evaluate import evaluate_system, write_system_results
 
 with logs.to_file(snakemake.log[0]):
     settings = snakemake.params.evaluation
@@ -10,5 +10,5 @@ with logs.to_file(snakemake.log[0]):
         rerank_depth=settings["rerank_depth"], output_depth=settings["output_depth"], ks=settings["ks"],
         score_field=settings["score_field"], only_scored_queries=settings["only_scored_queries"],
         queries=snakemake.input.queries, fusion=snakemake.params.fusion)
-    logging.getLogger("rankvideo.evaluate").info("\n%s", result.report())
+    logging.getLogger("rankvideo.evaluation.evaluate").info("\n%s", result.report())
     write_system_results(result, snakemake.wildcards.system, snakemake.output.summary, snakemake.output.per_query)

@@ -1,4 +1,5 @@
-from rankvideo import first_stage, logs
+from rankvideo import logs
+from rankvideo.data import first_stage
 
 with logs.to_file(snakemake.log[0]):
     out, params = snakemake.output, snakemake.params

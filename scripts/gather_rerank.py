@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from rankvideo import logs
-from rankvideo.rerank import gather
+from rankvideo.scoring.rerank import gather
 
 with logs.to_file(snakemake.log[0]):
     settings = snakemake.params.evaluation

@@ -1,5 +1,5 @@
 from rankvideo import logs
-from rankvideo.metrics import plot_loss_curves
+from rankvideo.evaluation.metrics import plot_loss_curves
 
 with logs.to_file(snakemake.log[0]):
     plot_loss_curves(snakemake.input.models, snakemake.output[0])

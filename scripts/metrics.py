@@ -1,5 +1,5 @@
 from rankvideo import logs
-from rankvideo.metrics import build_metrics_table
+from rankvideo.evaluation.metrics import build_metrics_table
 
 with logs.to_file(snakemake.log[0]):
     systems = snakemake.params.systems

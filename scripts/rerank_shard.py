@@ -3,7 +3,7 @@ from pathlib import Path
 from rankvideo import logs, pipeline
 
 with logs.to_file(snakemake.log[0]):
-    settings = pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "rerank_shard")
+    settings = pipeline.with_tensor_parallel(snakemake.params.settings, dict(snakemake.resources.items()), "rerank_shard")
     output_dir = Path(snakemake.output.summary).parent
     pipeline.run_step(
         "rerank",

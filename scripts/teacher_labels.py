@@ -1,7 +1,7 @@
 from rankvideo import logs, pipeline
 
 with logs.to_file(snakemake.log[0]):
-    settings = pipeline.with_tensor_parallel(snakemake.params.settings, snakemake.resources, "teacher_labels")
+    settings = pipeline.with_tensor_parallel(snakemake.params.settings, dict(snakemake.resources.items()), "teacher_labels")
     inputs = snakemake.input
     pipeline.run_step(
         "teacher",

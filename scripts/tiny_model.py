@@ -1,5 +1,5 @@
 from rankvideo import logs
-from rankvideo.make_tiny_model import build_tiny_text_model, build_tiny_vlm
+from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
 
 with logs.to_file(snakemake.log[0]):
     build = build_tiny_vlm if snakemake.wildcards.kind == "vlm" else build_tiny_text_model

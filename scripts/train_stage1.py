@@ -1,4 +1,9 @@
-from rankvideo import launch, logs
+from rankvideo import logs, pipeline
+from rankvideo.training import launch
 
 with logs.to_file(snakemake.log[0]):
-    launch.train_rule(snakemake, "stage1", snakemake.params.base)
+    settings = snakemake.params.settings
+    launch.train_stage(
+        "stage1", snakemake.params.base, snakemake.input.train, snakemake.input.eval, snakemake.output[0], settings,
+        snakemake.params.seed, snakemake.params.models,
+        pipeline.train_processes(settings, dict(snakemake.resources.items())), snakemake.threads)

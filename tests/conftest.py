@@ -35,8 +35,8 @@ def repo_copy(tmp_path):
 def small_training_data(root: Path, n_train_queries: int, depth: int, eval_fraction: float) -> Path:
     """A 10-video synthetic benchmark under ``root/bench``, BM25 on its training queries and the
     training JSONL of both stages (no teacher labels, reference captions) in ``root/data``."""
-    from rankvideo import first_stage, formats, training_data
-    from rankvideo.synthetic import SyntheticConfig, generate
+    from rankvideo.data import first_stage, formats, training_data
+    from rankvideo.demo.synthetic import SyntheticConfig, generate
     from rankvideo.video import VideoResolver
 
     bench = root / "bench"

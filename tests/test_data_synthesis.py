@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from rankvideo import first_stage, formats, prompts, training_data
-from rankvideo.synthetic import SyntheticConfig, generate
+from rankvideo import prompts
+from rankvideo.data import first_stage, formats, training_data
+from rankvideo.demo.synthetic import SyntheticConfig, generate
 from rankvideo.video import VideoResolver
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
@@ -18,7 +19,7 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from rankvideo.make_tiny_model import build_tiny_text_model, build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
 
     root = tmp_path_factory.mktemp("synth")
     generate(SyntheticConfig.from_dict({"n_videos": 12, "n_test_queries": 3, "n_train_queries": 10}), root / "bench")
@@ -29,14 +30,14 @@ def world(tmp_path_factory):
 
 
 def captions_cmd(w, out, *extra):
-    return [sys.executable, "-m", "rankvideo.generate_captions", "--video-root", str(w["bench"] / "videos"),
+    return [sys.executable, "-m", "rankvideo.generation.captions", "--video-root", str(w["bench"] / "videos"),
             "--output", str(out), "--model-name", str(w["vlm"]), "--ids", str(w["root"] / "v2q.json"), "--fps", "4",
             "--max-frames", "8", "--tokens-per-frame", "4", "--max-new-tokens", "8", "--batch-size", "2",
             "--no-progress", *extra]
 
 
 def teacher_cmd(w, out, captions, *extra):
-    return [sys.executable, "-m", "rankvideo.generate_reasoning", "--queries", str(w["bench"] / "queries_train.tsv"),
+    return [sys.executable, "-m", "rankvideo.generation.teacher_labels", "--queries", str(w["bench"] / "queries_train.tsv"),
             "--candidates", str(w["root"] / "train.trec"), "--captions-jsonl", str(captions), "--asr-jsonl",
             str(w["bench"] / "transcripts.jsonl"), "--output", str(out), "--model-path", str(w["text"]), "--topk", "3",
             "--batch-size", "4", "--reasoning-maxlen", "8", "--no-progress", *extra]

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import small_training_data, snakemake
-from rankvideo import formats, training_data
+from rankvideo.data import formats, training_data
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 3
@@ -61,7 +61,7 @@ def run(args: list[str], processes: int, extra_env: dict, log: Path) -> str:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("ddp")
     small_training_data(root, n_train_queries=8, depth=8, eval_fraction=0.0)
@@ -83,7 +83,7 @@ def data(tmp_path_factory) -> dict:
 
 def train(data: dict, name: str, processes: int, batch_size: int) -> Path:
     out = data["root"] / name
-    run(["-m", "rankvideo.train_reranker", "--model", data["model"], "--train-data", str(data["train"]),
+    run(["-m", "rankvideo.training.stage2", "--model", data["model"], "--train-data", str(data["train"]),
          "--output-dir", str(out), "--groups-per-batch", str(batch_size), *COMMON], processes, {},
         data["root"] / f"{name}.log")
     return out
@@ -161,7 +161,7 @@ def test_ddp_on_cpu_matches_one_process_on_the_same_global_batch(data, capsys):
 def test_two_groups_of_one_query_stay_two_groups(data):
     from transformers import AutoProcessor
 
-    from rankvideo import train_reranker
+    from rankvideo.training import stage2 as train_reranker
     from rankvideo.video import VideoSettings
 
     if not data["two_positives"]:

@@ -10,7 +10,11 @@ import shutil
 import pytest
 
 from conftest import small_training_data
-from rankvideo import copy_pretrain, formats, generate_captions, prompts, rerank
+from rankvideo import prompts
+from rankvideo.data import formats
+from rankvideo.demo import copy_pretrain
+from rankvideo.generation import captions as generate_captions
+from rankvideo.scoring import rerank
 from rankvideo.training.common import TrainSettings
 from rankvideo.training.losses import LossWeights
 from rankvideo.video import VideoResolver, VideoSettings
@@ -57,7 +61,7 @@ def test_copy_vocabulary_comes_from_the_training_data_and_bad_files_are_named(tm
 
 def test_copy_pretraining_learns_the_repeated_half_and_saves_a_loadable_model(tmp_path):
     from rankvideo.backends.hf import HFBackend
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     words = ["red", "blue", "green", "circle", "square", "triangle", "moves", "up", "down", "left", "right",
              "white", "grey", "checkered", "background", "one", "two", "three"]
@@ -82,8 +86,8 @@ def test_copy_pretraining_learns_the_repeated_half_and_saves_a_loadable_model(tm
 def described(tmp_path_factory):
     """A small benchmark, a tiny model, its descriptions of the candidates (stage-1 prompt) and a
     stage-2 model trained with them."""
-    from rankvideo import train_reranker
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.training import stage2 as train_reranker
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("describe")
     data = small_training_data(root, n_train_queries=4, depth=4, eval_fraction=0.25)
@@ -121,7 +125,7 @@ def test_descriptions_are_written_once_per_candidate_without_think_tags(describe
 
 
 def test_stage2_records_its_descriptions_and_a_missing_one_is_named(described, tmp_path):
-    from rankvideo import train_reranker
+    from rankvideo.training import stage2 as train_reranker
 
     record = json.loads((described["root"] / "stage2/rankvideo_training.json").read_text())
     assert record["descriptions"] == prompts.DESCRIPTION_LAYOUT and "descriptions" in record["data"]

@@ -140,10 +140,10 @@ ABSENT_BY_DESIGN = {
     # only for checkpoint hashes and records (launch.package_env, training.common.file_sha256)
     ("rankvideo", "peft"): "rankvideo.training.common.prepare_model",
     ("vllm", "peft"): "rankvideo.training.common.prepare_model",
-    # rankvideo.evaluate, imported (in a function) by rerank.gather — rule gather_rerank, envs/rankvideo.yaml;
+    # rankvideo.evaluation.evaluate, imported (in a function) by rerank.gather — rule gather_rerank, envs/rankvideo.yaml;
     # the vLLM rerank step runs rerank.run_shard
-    ("vllm", "pandas"): ("rankvideo.evaluate", "rankvideo.metrics"),  # metrics: rules evaluate/metrics
-    ("vllm", "pytrec-eval-terrier"): "rankvideo.evaluate",
+    ("vllm", "pandas"): ("rankvideo.evaluation.evaluate", "rankvideo.evaluation.metrics"),  # metrics: rules evaluate/metrics
+    ("vllm", "pytrec-eval-terrier"): "rankvideo.evaluation.evaluate",
 }
 
 

@@ -1,4 +1,4 @@
-"""Tests of rankvideo.evaluate: trec_eval measures, reranking, coverage, notes and the CLI."""
+"""Tests of rankvideo.evaluation.evaluate: trec_eval measures, reranking, coverage, notes and the CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rankvideo import evaluate as ev
-from rankvideo.formats import ranked, read_trec_run, write_video_scores
+from rankvideo.evaluation import evaluate as ev
+from rankvideo.data.formats import ranked, read_trec_run, write_video_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def bench(tmp_path):
 
 
 def test_evaluate_system_default(bench, caplog):
-    caplog.set_level("INFO", logger="rankvideo.evaluate")
+    caplog.set_level("INFO", logger="rankvideo.evaluation.evaluate")
     res = ev.evaluate_system(bench / "first.json", bench / "qrels.txt", bench / "preds", rerank_depth=3, ks=(1, 3))
     assert list(res.first_stage.index) == ["q1", "q2", "q5"]
     assert list(res.reranked.index) == ["q1", "q2", "q5"]
@@ -269,7 +269,7 @@ def test_cli_module_exit_code_without_traceback(bench):
     bad = bench / "bad_qrels.txt"
     bad.write_text("q1 0 v1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "rankvideo.evaluate", "--first-stage", str(bench / "first.json"), "--qrels", str(bad)],
+        [sys.executable, "-m", "rankvideo.evaluation.evaluate", "--first-stage", str(bench / "first.json"), "--qrels", str(bad)],
         capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2

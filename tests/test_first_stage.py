@@ -2,7 +2,7 @@
 
 import logging
 
-from rankvideo import first_stage, formats
+from rankvideo.data import first_stage, formats
 
 
 def test_bm25_ranks_matching_documents_first_and_breaks_ties_by_id():

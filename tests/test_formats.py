@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from rankvideo import formats
-from rankvideo.formats import FormatError
+from rankvideo.data import formats
+from rankvideo.data.formats import FormatError
 
 
 def write(tmp_path, name, text, encoding="utf-8"):
@@ -168,7 +168,7 @@ def test_atomic_dir_replaces_the_folder_only_when_whole(tmp_path):
 
 
 def test_dir_lock_names_its_holder_while_held_and_is_empty_after(tmp_path):
-    from rankvideo.formats import DirLock, LockedError
+    from rankvideo.data.formats import DirLock, LockedError
 
     with DirLock(tmp_path):
         assert (tmp_path / DirLock.NAME).read_text().startswith(f"process {__import__('os').getpid()} on ")

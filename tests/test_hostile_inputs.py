@@ -3,7 +3,7 @@
 Hostile ids in every layout, malformed inputs (repeated JSON keys, bytes that are not UTF-8,
 non-finite scores, torn last lines), two writers, changed settings, failures retried, shards in one
 folder, symlinks, unwritable or full output folders and missing weights. The CLIs run for real
-(their ``main()`` in this process with the tiny Qwen3-VL of :mod:`rankvideo.make_tiny_model`, or a
+(their ``main()`` in this process with the tiny Qwen3-VL of :mod:`rankvideo.demo.tiny_model`, or a
 subprocess where a second process or a resource limit is the point); nothing is mocked. Where an id
 tries to leave the output folder, everything outside it is fingerprinted before and after.
 """
@@ -23,8 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rankvideo import evaluate, first_stage, formats, generate_captions, generate_reasoning, rerank
-from rankvideo.formats import FormatError
+from rankvideo.data import first_stage, formats
+from rankvideo.evaluation import evaluate
+from rankvideo.generation import captions as generate_captions, teacher_labels
+from rankvideo.scoring import rerank
+from rankvideo.data.formats import FormatError
 from rankvideo.video import FailureLog, VideoError, VideoResolver
 from videos import X264, encode
 
@@ -35,7 +38,7 @@ GOOD_IDS = ("a", "b")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("hostile")
     model = build_tiny_vlm(root / "tiny-vlm", seed=1)
@@ -231,7 +234,7 @@ def test_bytes_that_are_not_utf8_name_the_file(world, tmp_path, capsys):
     assert code == 2 and f"{bad}: not valid UTF-8" in err
     captions = tmp_path / "captions.jsonl"
     captions.write_text('{"doc_id": "a", "text": "x"}\n')
-    code, _, err = main_exit(generate_reasoning, ["--queries", str(world["root"] / "queries.tsv"), "--candidates",
+    code, _, err = main_exit(teacher_labels, ["--queries", str(world["root"] / "queries.tsv"), "--candidates",
                                                   str(bad), "--captions-jsonl", str(captions), "--output",
                                                   str(tmp_path / "t.jsonl"), "--model-path", str(world["model"]),
                                                   "--no-progress"], capsys)
@@ -515,7 +518,7 @@ def test_full_disk_exits_2_with_one_sentence(world, tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
 
-    result = subprocess.run([sys.executable, "-m", "rankvideo.rerank", *rerank_args(world, tmp_path / "out", v2q)],
+    result = subprocess.run([sys.executable, "-m", "rankvideo.scoring.rerank", *rerank_args(world, tmp_path / "out", v2q)],
                             env=ENV, capture_output=True, text=True, timeout=600, preexec_fn=limit)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -542,7 +545,7 @@ def test_a_model_folder_without_safetensors_exits_2(world, tmp_path, capsys):
     formats.write_json(first, {"q1": {"a": 1.0}})
     captions = tmp_path / "captions.jsonl"
     captions.write_text('{"doc_id": "a", "text": "x"}\n')
-    code, _, err = main_exit(generate_reasoning, ["--queries", str(world["root"] / "queries.tsv"), "--candidates",
+    code, _, err = main_exit(teacher_labels, ["--queries", str(world["root"] / "queries.tsv"), "--candidates",
                                                   str(first), "--captions-jsonl", str(captions), "--output",
                                                   str(tmp_path / "t.jsonl"), "--model-path", str(broken),
                                                   "--no-progress", "--device", "cpu"], capsys)

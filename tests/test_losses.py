@@ -164,14 +164,14 @@ def test_fallback_bce_beside_a_full_group_leaves_the_other_terms_to_the_full_gro
 
 def test_stage2_cli_batch_is_one_query_group_whatever_batch_size_says():
     """The reference's `--batch-size 3` is accepted and, as there, a batch stays one query group."""
-    from rankvideo import train_reranker
+    from rankvideo.training import stage2
 
-    args = train_reranker.build_parser().parse_args(
+    args = stage2.build_parser().parse_args(
         ["--model", "m", "--train-data", "t.jsonl", "--output-dir", "o", "--batch-size", "3"])
-    assert train_reranker.groups_settings(train_reranker.settings_from_args(args)) == (1, "reference")
+    assert stage2.groups_settings(stage2.settings_from_args(args)) == (1, "reference")
     weights = LossWeights(**{k: getattr(args, k) for k in ("fallback", "point_normalisation")})
     assert (weights.fallback, weights.point_normalisation) == ("bce", "items")
-    args = train_reranker.build_parser().parse_args(
+    args = stage2.build_parser().parse_args(
         ["--model", "m", "--train-data", "t.jsonl", "--output-dir", "o", "--groups-per-batch", "2",
          "--grouping", "per_positive"])
-    assert train_reranker.groups_settings(train_reranker.settings_from_args(args)) == (2, "per_positive")
+    assert stage2.groups_settings(stage2.settings_from_args(args)) == (2, "per_positive")

@@ -1,4 +1,4 @@
-"""Tests of rankvideo.metrics: the metrics table, paired t-test, combined per-query table, plot."""
+"""Tests of rankvideo.evaluation.metrics: the metrics table, paired t-test, combined per-query table, plot."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rankvideo import evaluate as ev
-from rankvideo import metrics
+from rankvideo.evaluation import evaluate as ev
+from rankvideo.evaluation import metrics
 
 KS = (5, 10)
 MEASURES = ev.measure_names(KS)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from rankvideo import formats
+from rankvideo.data import formats
 
 from conftest import copy_repo, snakemake
 from videos import make_multivent_tree
@@ -17,7 +17,7 @@ MISSING = "999"  # in the first-stage run, in no folder: a recorded failure, cou
 
 @pytest.mark.slow
 def test_own_data_example_config_end_to_end(tmp_path):
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     repo = copy_repo(tmp_path / "repo")
     data = repo / "data/example"

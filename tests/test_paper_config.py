@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from rankvideo import formats
+from rankvideo.data import formats
 
 from conftest import REPO, copy_repo, snakemake
 from reference import REFERENCE, differences
@@ -47,7 +47,7 @@ def stage_settings(record: dict, stage: str) -> dict:
 def test_paper_config_runs_as_typed(tmp_path):
     if not VLLM_PYTHON.exists():
         pytest.skip(f"no vLLM environment at {VLLM_PYTHON} (make vllm-venv, or set RANKVIDEO_VLLM_PYTHON)")
-    from rankvideo.make_tiny_model import build_tiny_text_model, build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
 
     repo = copy_repo(tmp_path / "repo")
     make_multivent_data(repo / "data/multivent2")

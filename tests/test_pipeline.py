@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rankvideo import formats
-from rankvideo.evaluate import evaluate_run
+from rankvideo.data import formats
+from rankvideo.evaluation.evaluate import evaluate_run
 
 from conftest import copy_repo, snakemake
 

@@ -11,7 +11,7 @@ pytest.importorskip("bitsandbytes")
 pytest.importorskip("peft")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs a CUDA GPU")
 
-from rankvideo.make_tiny_model import build_tiny_vlm  # noqa: E402
+from rankvideo.demo.tiny_model import build_tiny_vlm  # noqa: E402
 from rankvideo.training.common import TrainSettings, finalize, prepare_model  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 """The reference README's commands, typed as written: only paths and model ids changed (a tiny local
-Qwen3-VL and Qwen3 text model, rankvideo.make_tiny_model; generated videos in the MultiVENT 2.0
+Qwen3-VL and Qwen3 text model, rankvideo.demo.tiny_model; generated videos in the MultiVENT 2.0
 layout ``{dir}/{(id//100)+1:06d}/{id}.mp4``), plus the reference's own size flags (--max-new-tokens,
 --reasoning-maxlen, --epochs, --grad-accum, --batch-size) to keep the runs tiny. Chained as a user
 would: generate_captions -> generate_reasoning -> train_perception -> train_reranker -> rerank ->
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rankvideo import formats
+from rankvideo.data import formats
 from rankvideo.video import VideoError, VideoResolver
 from videos import X264, encode
 
@@ -52,7 +52,7 @@ def cli(root: Path, module: str, *args: str, check: int | None = 0) -> subproces
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Tiny models, four videos in the MultiVENT layout and the reference's data files under data/."""
-    from rankvideo.make_tiny_model import build_tiny_text_model, build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
 
     root = tmp_path_factory.mktemp("reference")
     models = {"vlm": build_tiny_vlm(root / "models" / "tiny-vlm", seed=1),

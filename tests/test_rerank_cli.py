@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from rankvideo import formats
+from rankvideo.data import formats
 from videos import make_test_videos
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("rerank")
     model = build_tiny_vlm(root / "tiny-vlm", seed=1)
@@ -30,7 +30,7 @@ def setup(tmp_path_factory):
 
 
 def run_cli(root, model, out, *extra, check=None):
-    cmd = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
+    cmd = [sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
            "--query-mapping", str(root / "queries.tsv"), "--video-dir", str(root / "videos"), "--output-dir", str(out),
            "--fps", "2", "--max-frames", "8", "--tokens-per-frame", "4", "--no-progress", *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
@@ -79,7 +79,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(setup, tmp_path):
     root, model, videos = setup
     out = tmp_path / "out"
     cmd_env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
-    cmd = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
+    cmd = [sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
            "--query-mapping", str(root / "queries.tsv"), "--video-dir", str(root / "videos"), "--output-dir", str(out),
            "--fps", "2", "--max-frames", "8", "--tokens-per-frame", "4", "--no-progress"]
     process = subprocess.Popen(cmd, env=cmd_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -132,14 +132,14 @@ def test_a_prompt_other_than_the_trained_one_is_warned_about(setup, tmp_path):
 def test_bad_inputs(setup, tmp_path):
     root, model, _ = setup
     (tmp_path / "bad.tsv").write_text("q1 no tab here\n")
-    result = subprocess.run([sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
+    result = subprocess.run([sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries",
                              str(root / "v2q.json"), "--query-mapping", str(tmp_path / "bad.tsv"), "--video-dir",
                              str(root / "videos"), "--output-dir", str(tmp_path / "o")],
                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert result.returncode == 2 and "bad.tsv:1" in result.stderr
     # only unreadable videos: nothing could be scored -> exit 1
     formats.write_json(tmp_path / "v2q.json", {"empty": ["q1"], "text": ["q1"]})
-    result = subprocess.run([sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
+    result = subprocess.run([sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries",
                              str(tmp_path / "v2q.json"), "--query-mapping", str(root / "queries.tsv"), "--video-dir",
                              str(root / "videos"), "--output-dir", str(tmp_path / "o2"), "--no-progress"],
                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))

@@ -6,7 +6,7 @@ import pytest
 
 from rankvideo import prompts
 from rankvideo.models import LoadOptions, ModelNotFoundError, resolve
-from rankvideo.synthetic import SyntheticConfig, generate
+from rankvideo.demo.synthetic import SyntheticConfig, generate
 from rankvideo.video import VideoSettings, load_video
 
 QUERIES = ["two red circles moving left", "a square",
@@ -16,7 +16,7 @@ SETTINGS = VideoSettings.with_tokens(fps=4.0, max_frames=8, tokens_per_frame=4)
 
 @pytest.fixture(scope="module")
 def tiny_vlm(tmp_path_factory):
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     return str(build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm", seed=3))
 

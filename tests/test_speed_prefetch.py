@@ -1,11 +1,11 @@
-"""Decoding the next video while the current one is scored (rankvideo.rerank.prefetched)."""
+"""Decoding the next video while the current one is scored (rankvideo.scoring.rerank.prefetched)."""
 
 import threading
 import time
 
 import pytest
 
-from rankvideo.rerank import prefetched
+from rankvideo.scoring.rerank import prefetched
 from rankvideo.video import VideoError
 
 

@@ -6,9 +6,9 @@ import av
 import numpy as np
 import pytest
 
-from rankvideo import first_stage, formats
-from rankvideo.evaluate import evaluate_run
-from rankvideo.synthetic import ATTRIBUTES, SyntheticConfig, describe, generate, grade, Video
+from rankvideo.data import first_stage, formats
+from rankvideo.evaluation.evaluate import evaluate_run
+from rankvideo.demo.synthetic import ATTRIBUTES, SyntheticConfig, describe, generate, grade, Video
 
 SMALL = {"n_videos": 24, "n_test_queries": 6, "n_train_queries": 20}
 
@@ -95,7 +95,7 @@ def test_grade_and_describe():
 
 
 def test_test_combinations_never_in_training(tmp_path):
-    from rankvideo.synthetic import draw_videos, make_queries
+    from rankvideo.demo.synthetic import draw_videos, make_queries
 
     cfg = SyntheticConfig.from_dict({})
     videos = draw_videos(cfg, np.random.default_rng(0))

@@ -1,4 +1,4 @@
-"""Tests of rankvideo.make_tiny_model: build, offline reload, tokenizer, determinism, forward/generate."""
+"""Tests of rankvideo.demo.tiny_model: build, offline reload, tokenizer, determinism, forward/generate."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def built(tmp_path_factory) -> dict[str, Path]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     procs = {
         kind: subprocess.Popen(
-            [sys.executable, "-m", "rankvideo.make_tiny_model", "--kind", kind, "--output", str(root / kind),
+            [sys.executable, "-m", "rankvideo.demo.tiny_model", "--kind", kind, "--output", str(root / kind),
              "--seed", "0"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for kind in ("vlm", "text")
@@ -151,7 +151,7 @@ def test_chat_template_renders_video_and_generation_prompt(vlm, text_lm):
 def test_determinism_across_processes_and_seeds(built, tmp_path):
     from safetensors.torch import load_file
 
-    from rankvideo.make_tiny_model import build_tiny_text_model, build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
 
     for kind, build in (("vlm", build_tiny_vlm), ("text", build_tiny_text_model)):
         reference = _file_hashes(built[kind])
@@ -171,7 +171,7 @@ def test_determinism_across_processes_and_seeds(built, tmp_path):
 def test_size_overrides(tmp_path):
     import json
 
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     out = build_tiny_vlm(tmp_path / "small", seed=3, vision_depth=1, num_hidden_layers=1, hidden_size=64,
                          intermediate_size=128)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import small_training_data
-from rankvideo import formats
+from rankvideo.data import formats
 from rankvideo.training.common import TrainSettings, prepare_model
 from rankvideo.training.losses import LossWeights
 
@@ -18,7 +18,7 @@ SMALL = dict(fps=4.0, max_frames=8, tokens_per_frame=4, gradient_checkpointing=F
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("train")
     small_training_data(root, n_train_queries=6, depth=6, eval_fraction=0.2)
@@ -30,7 +30,7 @@ def losses(trainer):
 
 
 def test_stage1_loss_falls_and_records_provenance(data, tmp_path):
-    from rankvideo import train_perception
+    from rankvideo.training import stage1 as train_perception
 
     settings = TrainSettings(finetune="full", lr=2e-3, batch_size=4, max_steps=25, **SMALL)
     trainer = train_perception.train(data["model"], data["data"] / "stage1_train.jsonl",
@@ -46,7 +46,7 @@ def test_stage1_loss_falls_and_records_provenance(data, tmp_path):
 def test_stage2_learns_resumes_and_reloads_exactly(data, tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from rankvideo import train_reranker
+    from rankvideo.training import stage2 as train_reranker
     out = tmp_path / "stage2"
     settings = TrainSettings(finetune="full", lr=1e-3, batch_size=4, max_steps=12, save_steps=6,
                              **{k: v for k, v in SMALL.items() if k != "save_steps"})
@@ -76,7 +76,7 @@ def test_stage2_learns_resumes_and_reloads_exactly(data, tmp_path):
     assert torch.allclose(in_memory, from_disk, atol=1e-6, rtol=0), (in_memory, from_disk)
     # and the rerank backend reads the same number: answer_tokens "auto" is "single" for this folder
     from rankvideo.backends.hf import HFBackend
-    from rankvideo.rerank import resolve_answer_tokens
+    from rankvideo.scoring.rerank import resolve_answer_tokens
     from rankvideo.video import load_video
 
     assert resolve_answer_tokens(str(out), "auto") == "single"
@@ -89,14 +89,14 @@ def test_stage2_learns_resumes_and_reloads_exactly(data, tmp_path):
     variants = HFBackend(str(out), device="cpu", answer_tokens="variants")
     assert len(variants.yes_ids) > 1
     # the folder records the prompt it was trained with; the rerank step reads it (and warns on a mismatch)
-    from rankvideo.rerank import trained_prompt_variant
+    from rankvideo.scoring.rerank import trained_prompt_variant
     assert trained_prompt_variant(str(out)) == "default" and trained_prompt_variant(data["model"]) is None
 
 
 def test_checkpoints_of_another_run_are_not_resumed(data, tmp_path, caplog):
     from safetensors.torch import load_file
 
-    from rankvideo import train_reranker
+    from rankvideo.training import stage2 as train_reranker
 
     out, checkpoints = tmp_path / "stage2", tmp_path / "stage2.checkpoints"
     settings = TrainSettings(finetune="full", lr=1e-3, batch_size=2, max_steps=4, save_steps=2,
@@ -135,7 +135,7 @@ def test_stage2_candidates_keep_the_lowest_final_training_loss(data, tmp_path, c
     """train_stage2.candidates: seeds 42..44; the one finished before an interruption is not trained
     again (unless another run's), the other two train at once in their own processes, the lowest
     final loss is kept."""
-    from rankvideo import launch
+    from rankvideo.training import launch
     from rankvideo.training.common import RECORD
 
     out = tmp_path / "stage2"
@@ -169,7 +169,7 @@ def test_stage2_candidates_keep_the_lowest_final_training_loss(data, tmp_path, c
 
 
 def test_a_failed_candidate_fails_the_rule_naming_its_seed(data, tmp_path):
-    from rankvideo import launch
+    from rankvideo.training import launch
 
     bad = tmp_path / "train.jsonl"
     bad.write_text('{"query_id": "q1"}\n')  # no query, doc_id or videos
@@ -179,7 +179,7 @@ def test_a_failed_candidate_fails_the_rule_naming_its_seed(data, tmp_path):
 
 
 def test_stage2_evaluates_its_loss_at_checkpoints(data, tmp_path):
-    from rankvideo import train_reranker
+    from rankvideo.training import stage2 as train_reranker
 
     settings = TrainSettings(finetune="full", lr=1e-3, batch_size=2, max_steps=4, save_steps=2,
                              **{k: v for k, v in SMALL.items() if k != "save_steps"})
@@ -192,7 +192,7 @@ def test_stage2_evaluates_its_loss_at_checkpoints(data, tmp_path):
 
 
 def test_lora_adapters_are_merged_into_the_output(data, tmp_path):
-    from rankvideo import train_reranker
+    from rankvideo.training import stage2 as train_reranker
 
     settings = TrainSettings(finetune="lora", lr=1e-3, batch_size=2, max_steps=2, **SMALL)
     train_reranker.train(data["model"], data["data"] / "train.jsonl", data["data"] / "eval.jsonl", tmp_path / "lora",
@@ -207,7 +207,7 @@ def test_lora_adapters_are_merged_into_the_output(data, tmp_path):
 def test_freeze_vision_trains_all_but_the_vision_encoder(data, tmp_path):
     from safetensors.torch import load_file
 
-    from rankvideo import train_reranker
+    from rankvideo.training import stage2 as train_reranker
 
     settings = TrainSettings(finetune="full", freeze_vision=True, lr=1e-3, batch_size=2, max_steps=3, **SMALL)
     train_reranker.train(data["model"], data["data"] / "train.jsonl", None, tmp_path / "frozen", settings,
@@ -256,3 +256,11 @@ def test_encoded_examples_batch_equals_the_processor(data, side):
     assert len(small._videos) == 1 and small._video_bytes == small._videos[paths[-1]][1].nbytes
     for key in want:
         assert torch.equal(again[key], want[key]), key
+
+
+def test_dataloader_workers_default_follows_the_device():
+    from rankvideo.training.common import TrainSettings, dataloader_workers
+
+    assert dataloader_workers(TrainSettings()) == 0  # CPU: decode in the training process
+    assert dataloader_workers(TrainSettings(dataloader_workers=3)) == 3
+    assert TrainSettings.from_config({"dataloader_workers": None}, seed=1).dataloader_workers is None

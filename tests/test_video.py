@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rankvideo import video as V
-from rankvideo.formats import FormatError
+from rankvideo.data.formats import FormatError
 from rankvideo.video import FailureLog, LoadedVideo, VideoError, VideoResolver, VideoSettings, load_video
 
 from videos import frame_pattern, make_test_videos

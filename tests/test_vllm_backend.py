@@ -63,7 +63,7 @@ def vllm_python() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_vlm(tmp_path_factory) -> Path:
-    from rankvideo.make_tiny_model import build_tiny_vlm
+    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     return build_tiny_vlm(tmp_path_factory.mktemp("vllm_tiny") / "vlm", seed=0)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Protocol, Sequence
 
-from ..video import LoadedVideo
+from rankvideo.video import LoadedVideo
 
 BACKENDS = ("hf", "vllm")
 
@@ -49,12 +49,12 @@ def require_vllm() -> None:
 def create(name: str, model: str, **options) -> Backend:
     """A backend by name: ``hf`` (transformers) or ``vllm``."""
     if name == "hf":
-        from .hf import HFBackend
+        from rankvideo.backends.hf import HFBackend
 
         return HFBackend(model, **options)
     if name == "vllm":
         require_vllm()
-        from .vllm import VLLMBackend
+        from rankvideo.backends.vllm import VLLMBackend
 
         return VLLMBackend(model, **options)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -17,9 +17,9 @@ import inspect
 import logging
 from typing import Sequence
 
-from .. import models, prompts
-from ..video import LoadedVideo
-from . import pair_scores
+from rankvideo import models, prompts
+from rankvideo.video import LoadedVideo
+from rankvideo.backends import pair_scores
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class HFBackend:
         if mode not in ("shared_prefix", "per_pair"):
             raise ValueError(f"unknown scoring mode {mode!r}; use shared_prefix or per_pair")
         if query_batch_size is None:  # the config schema's default, the one place it is set
-            from ..config import defaults
+            from rankvideo.config import defaults
 
             query_batch_size = defaults("rerank")["query_batch_size"]
         if suffixes not in ("merged", "cached"):

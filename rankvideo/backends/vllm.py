@@ -51,9 +51,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import models, prompts
-from ..video import LoadedVideo
-from . import pair_scores
+from rankvideo import models, prompts
+from rankvideo.video import LoadedVideo
+from rankvideo.backends import pair_scores
 
 log = logging.getLogger(__name__)
 

@@ -4,17 +4,16 @@ caching, the Trainer arguments, resumption and the final, self-describing checkp
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
-import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .. import formats, models
-from ..video import VideoSettings, load_video
+from rankvideo import models, provenance
+from rankvideo.data import formats
+from rankvideo.video import VideoSettings, load_video
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ class TrainSettings:
     logging_steps: int = 10
     save_steps: int = 200
     save_total_limit: int = 2
-    dataloader_workers: int = 0
+    dataloader_workers: int | None = None  # None: see dataloader_workers()
     torch_threads: int | None = None
     extra: dict = field(default_factory=dict)  # stage-specific settings
 
@@ -144,6 +143,17 @@ def freeze_vision_encoder(model) -> int:
     return frozen
 
 
+def dataloader_workers(settings: TrainSettings) -> int:
+    """The configured number, else on a CUDA machine min(4, this process's CPUs - 1) (the CPUs the job
+    gave it, shared among the node's DDP processes), else 0."""
+    if settings.dataloader_workers is not None:
+        return settings.dataloader_workers
+    if device_kind() != "cuda":
+        return 0
+    cpus = len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(0, min(4, cpus - 1))
+
+
 def training_arguments(settings: TrainSettings, checkpoint_dir: Path, **overrides):
     from transformers import TrainingArguments
 
@@ -162,7 +172,7 @@ def training_arguments(settings: TrainSettings, checkpoint_dir: Path, **override
         bf16=bf16, gradient_checkpointing=settings.gradient_checkpointing, seed=settings.seed, data_seed=settings.seed,
         logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
         save_strategy="steps", report_to=[], remove_unused_columns=False,
-        dataloader_num_workers=settings.dataloader_workers, disable_tqdm=False, ddp_find_unused_parameters=False,
+        dataloader_num_workers=dataloader_workers(settings), disable_tqdm=False, ddp_find_unused_parameters=False,
         use_cpu=device_kind() == "cpu",  # without it accelerate starts no process group on CPU (torchrun + gloo)
         **overrides)
 
@@ -235,22 +245,6 @@ class EncodedExamples:
         return batch
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def merge_adapters(model, finetune: str):
     """The trained model as plain weights: LoRA adapters merged (a no-op for full fine-tuning).
 
@@ -280,16 +274,14 @@ def finalize(model, processor, output_dir, stage: str, base_model: str, settings
     the weights, processor beside them, and ``rankvideo_training.json`` recording config, data
     hashes (``data_hashes`` if the caller has them, {name: sha256}) and code version;
     ``loss_history.json`` holds the Trainer's log. Returns the saved (merged) model."""
-    from ..rerank import code_version
-
     output_dir = Path(output_dir)
     model = merge_adapters(model, settings.finetune)
     model.save_pretrained(output_dir, safe_serialization=True)
     processor.save_pretrained(output_dir)
     record = {"stage": stage, "base_model": base_model, "settings": asdict(settings),
-              "data": {name: {"path": str(p), "sha256": (data_hashes or {}).get(name) or file_sha256(p)}
+              "data": {name: {"path": str(p), "sha256": (data_hashes or {}).get(name) or provenance.file_sha256(p)}
                        for name, p in data_files.items() if p},
-              "code_version": code_version(), "git_commit": git_commit(), "merged_adapters": settings.finetune != "full",
+              "code_version": provenance.code_version(), "git_commit": provenance.git_commit(), "merged_adapters": settings.finetune != "full",
               **(extra or {})}
     formats.write_json(output_dir / RECORD, record)
     formats.write_json(output_dir / "loss_history.json", history)
@@ -302,20 +294,9 @@ _COSMETIC = ("max_steps", "epochs", "logging_steps", "save_steps", "save_total_l
              "torch_threads", "extra")
 
 
-def model_identity(path: str) -> dict:
-    """What identifies the starting weights cheaply: a local folder's file names, sizes and
-    modification times (a retrained stage 1 in the same folder differs), else the hub id."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return {"model": path}
-    files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                   for p in folder.rglob("*") if p.is_file())
-    return {"model": path, "files": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
-
-
 def run_fingerprint(stage: str, base_model: str, settings: TrainSettings, data_files: dict, extra: dict | None) -> dict:
-    return {"stage": stage, **model_identity(base_model),
-            "data": {name: file_sha256(p) for name, p in data_files.items() if p},
+    return {"stage": stage, **provenance.model_fingerprint(base_model),
+            "data": {name: provenance.file_sha256(p) for name, p in data_files.items() if p},
             "settings": {k: v for k, v in asdict(settings).items() if k not in _COSMETIC}, "extra": extra or {}}
 
 
@@ -381,7 +362,7 @@ def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str
 
 
 def read_records(path, required: tuple[str, ...] = (), allow_empty: bool = False, reader=None) -> list[dict[str, Any]]:
-    """The examples of a JSONL file: ``reader(path)`` when given (e.g. :func:`rankvideo.formats.read_stage1_examples`),
+    """The examples of a JSONL file: ``reader(path)`` when given (e.g. :func:`rankvideo.data.formats.read_stage1_examples`),
     else its records, each with the fields ``required``."""
     records = reader(path) if reader is not None else formats.read_jsonl(path, required)
     if not records:

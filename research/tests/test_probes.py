@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from rankvideo.synthetic import SyntheticConfig, Video, describe
+from rankvideo.demo.synthetic import SyntheticConfig, Video, describe
 
 def test_caption_probe_reads_every_attribute_back_from_reference_captions():
     import itertools
@@ -12,7 +12,7 @@ def test_caption_probe_reads_every_attribute_back_from_reference_captions():
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from caption_probe import read_attributes
-    from rankvideo.synthetic import BACKGROUNDS, COLOURS, COUNTS, MOTIONS, SHAPES, reference_caption
+    from rankvideo.demo.synthetic import BACKGROUNDS, COLOURS, COUNTS, MOTIONS, SHAPES, reference_caption
 
     for count, colour, shape, motion, background in itertools.product(COUNTS, COLOURS, SHAPES, MOTIONS, BACKGROUNDS):
         video = Video("v", count=count, colour=colour, shape=shape, motion=motion, background=background)
@@ -25,7 +25,7 @@ def test_grounding_probe_groups_name_one_attribute_the_positive_has_and_the_nega
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from grounding_probe import build_groups
-    from rankvideo.synthetic import describe, render_set
+    from rankvideo.demo.synthetic import describe, render_set
 
     cfg = SyntheticConfig.from_dict({"n_videos": 4})
     videos = [v.attributes() | {"doc_id": v.video_id}
@@ -72,8 +72,8 @@ def test_vision_probe_trains_the_tower_on_an_attribute_and_reports_held_out_accu
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from vision_probe import main
-    from rankvideo.make_tiny_model import build_tiny_vlm
-    from rankvideo.synthetic import render_set
+    from rankvideo.demo.tiny_model import build_tiny_vlm
+    from rankvideo.demo.synthetic import render_set
 
     model = build_tiny_vlm(tmp_path / "vlm", seed=2)
     render_set(SyntheticConfig.from_dict({"n_videos": 4}), np.random.SeedSequence(5), 48, tmp_path / "set", prefix="g")
@@ -97,8 +97,8 @@ def test_query_likelihood_words_queries_as_captions_and_batches_like_single_pair
     from query_likelihood import caption_wording, query_loglik
     from rankvideo import prompts
     from rankvideo.backends.hf import HFBackend
-    from rankvideo.make_tiny_model import build_tiny_vlm
-    from rankvideo.synthetic import reference_caption, render_set
+    from rankvideo.demo.tiny_model import build_tiny_vlm
+    from rankvideo.demo.synthetic import reference_caption, render_set
     from rankvideo.video import VideoSettings, load_video
 
     video = Video("v", count=2, colour="red", shape="circle", motion="left", background="black")

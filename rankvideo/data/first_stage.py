@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import formats, logs
+from rankvideo import logs
+from rankvideo.data import formats
 
 log = logging.getLogger(__name__)
 

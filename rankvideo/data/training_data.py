@@ -22,8 +22,8 @@ import logging
 import random
 from pathlib import Path
 
-from . import formats
-from .video import VideoError, VideoResolver
+from rankvideo.data import formats
+from rankvideo.video import VideoError, VideoResolver
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import formats, logs
+from rankvideo import logs
+from rankvideo.data import formats
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class SyntheticConfig:
     @classmethod
     def from_dict(cls, values: dict | None = None) -> "SyntheticConfig":
         """Schema defaults overridden by ``values``; unknown or mistyped keys raise ConfigError."""
-        from . import config
+        from rankvideo import config
 
         section = config.validate({"dataset": {"synthetic": dict(values or {})}})["dataset"]["synthetic"]
         return cls(**section)

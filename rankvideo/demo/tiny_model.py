@@ -49,8 +49,8 @@ different seed gives different weights and the same tokenizer.
 
 Usage::
 
-    python -m rankvideo.make_tiny_model --kind vlm --output DIR [--seed N]
-    python -m rankvideo.make_tiny_model --kind text --output DIR [--seed N]
+    python -m rankvideo.demo.tiny_model --kind vlm --output DIR [--seed N]
+    python -m rankvideo.demo.tiny_model --kind text --output DIR [--seed N]
 
 or ``build_tiny_vlm(DIR, seed=0, **overrides)`` / ``build_tiny_text_model(...)``;
 the keyword overrides are listed in ``VLM_DEFAULTS`` and ``TEXT_DEFAULTS``.
@@ -66,9 +66,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import prompts, synthetic
+from rankvideo import prompts
+from rankvideo.demo import synthetic
 
-logger = logging.getLogger("rankvideo.make_tiny_model")
+logger = logging.getLogger("rankvideo.demo.tiny_model")
 
 __all__ = [
     "build_tiny_omni",
@@ -599,7 +600,7 @@ def build_tiny_omni(output_dir: str | Path, seed: int = 0) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rankvideo.make_tiny_model",
+        prog="python -m rankvideo.demo.tiny_model",
         description="Build a tiny random Qwen3-VL (vlm) or Qwen3 (text) model with a locally trained tokenizer.",
     )
     parser.add_argument("--kind", choices=["vlm", "text", "omni"], required=True)

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import backends, models, prompts
-from .video import LoadedVideo, VideoSettings, load_video
+from rankvideo import backends, models, prompts
+from rankvideo.video import LoadedVideo, VideoSettings, load_video
 
 
 class VLMReranker:
     def __init__(self, model_path: str, cache_dir: str | None = None, backend: str = "hf", *,
                  prompt_variant: str = "default", fps: float = 2.0, max_frames: int = 32, tokens_per_frame: int = 128,
                  video_settings: VideoSettings | None = None, answer_tokens: str = "auto", **backend_options):
-        from .rerank import needs_descriptions, resolve_answer_tokens, training_record
+        from rankvideo.scoring.rerank import needs_descriptions, resolve_answer_tokens, training_record
 
         record = training_record(model_path)
         self.needs_descriptions = needs_descriptions(model_path, record)

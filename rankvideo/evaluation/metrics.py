@@ -1,7 +1,7 @@
 """Gather every system's evaluation into one table, a paired significance test and a plot.
 
-Input, per system (written by :func:`rankvideo.evaluate.write_system_results` or the
-``rankvideo.evaluate`` command line):
+Input, per system (written by :func:`rankvideo.evaluation.evaluate.write_system_results` or the
+``rankvideo.evaluation.evaluate`` command line):
 
 - a summary TSV ``system n_queries coverage <measures>`` that has a row for the system;
 - a per-query TSV ``system query_id <measures>`` that has the system's rows.
@@ -36,14 +36,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from rankvideo.evaluate import (
+from rankvideo.evaluation.evaluate import (
     SUMMARY_COLUMNS,
     EvaluationError,
     natural_key,
     read_per_query_tsv,
     read_summary_tsv,
 )
-from rankvideo.formats import PathLike, atomic_open
+from rankvideo.data.formats import PathLike, atomic_open
 
 #: fixed float formats of the written tables
 MEASURE_FORMAT = "{:.4f}"
@@ -210,7 +210,7 @@ def plot_loss_curves(model_dirs, path: PathLike) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from .formats import read_json
+    from rankvideo.data.formats import read_json
 
     figure = Figure(figsize=(6, 3.5 * max(1, len(model_dirs))))
     for row, folder in enumerate(model_dirs):

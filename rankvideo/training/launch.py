@@ -2,12 +2,12 @@
 
 The train rules call :func:`train` with a *spec* (the stage, its model, data, output folder and
 config section). With one process the stage trains here; with more, the spec is written beside the
-output folder and ``torchrun --nproc_per_node N -m rankvideo.launch SPEC`` starts one rank per
+output folder and ``torchrun --nproc_per_node N -m rankvideo.training.launch SPEC`` starts one rank per
 GPU (gloo ranks on CPU, one thread each), its output streamed into the rule's log. The number of
 processes comes from :func:`rankvideo.pipeline.train_processes` (the config's ``processes``, or
 the job's ``gpu`` resource).
 
-    python -m torch.distributed.run --nproc_per_node 2 -m rankvideo.launch results/models/stage2.launch.json
+    python -m torch.distributed.run --nproc_per_node 2 -m rankvideo.training.launch results/models/stage2.launch.json
 
 Stage 2 may train several *candidates* (``train_stage2.candidates``): the same run with the seeds
 ``seed, seed+1, ...``, each into ``<output>.candidates/seed-S``, and keep the one whose training loss
@@ -28,19 +28,20 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from . import formats, logs
+from rankvideo import logs, models
+from rankvideo.data import formats
 
 log = logging.getLogger(__name__)
 
 
 def run_in_process(spec: dict):
     """Train the stage the spec names in this process (one rank of a DDP run, or the only one)."""
-    from . import pipeline, train_perception, train_reranker
-    from .training.common import TrainSettings
-    from .training.losses import LossWeights
+    from rankvideo.training import stage1 as train_perception, stage2 as train_reranker
+    from rankvideo.training.common import TrainSettings
+    from rankvideo.training.losses import LossWeights
 
     settings = TrainSettings.from_config(spec["settings"], spec["seed"])
-    options = pipeline.load_options(spec["models"])
+    options = models.load_options(spec["models"])
     if spec["stage"] == "stage1":
         return train_perception.train(spec["model"], spec["train"], spec["eval"], spec["output"], settings,
                                       options=options)
@@ -73,7 +74,7 @@ def train(spec: dict, processes: int, threads: int = 1) -> None:
     if not torch.cuda.is_available():
         env["OMP_NUM_THREADS"] = str(max(1, threads // processes))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "rankvideo.launch", str(spec_path)]
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "rankvideo.training.launch", str(spec_path)]
     log.info("launching %d training processes: %s", processes, " ".join(cmd))
     status = run_streamed(cmd, env)
     if status:
@@ -126,7 +127,7 @@ def train_candidates(spec: dict, candidates: int, processes: int, threads: int =
     if candidates <= 1:
         train(spec, processes, threads)
         return {}
-    from .training.common import RECORD
+    from rankvideo.training.common import RECORD
 
     folder, specs = prepare_candidates(spec, candidates)
     todo = [s for s in specs if not (Path(s["output"]) / RECORD).is_file()]
@@ -159,14 +160,14 @@ def prepare_candidates(spec: dict, candidates: int) -> tuple[Path, list[dict]]:
     candidates across an interruption only for the same run: ``candidates.json`` in it records the
     spec, the starting model's identity and the data hashes; if they differ (or it is missing) the
     folder is emptied first, so a changed setting or input never reuses an old candidate."""
-    from .training.common import file_sha256, model_identity
+    from rankvideo import provenance
 
     output = Path(spec["output"])
     folder = output.with_name(output.name + ".candidates")
     identity = json.loads(json.dumps({
         "spec": {k: v for k, v in spec.items() if k != "output"}, "candidates": candidates,
-        "model": model_identity(spec["model"]),
-        "data": {k: file_sha256(spec[k]) for k in ("train", "eval", "descriptions") if spec.get(k)}}))
+        "model": provenance.model_fingerprint(spec["model"]),
+        "data": {k: provenance.file_sha256(spec[k]) for k in ("train", "eval", "descriptions") if spec.get(k)}}))
     marker = folder / "candidates.json"
     if folder.exists() and (not marker.is_file() or formats.read_json(marker) != identity):
         log.info("%s holds candidates of another run; starting over", folder)
@@ -178,11 +179,11 @@ def prepare_candidates(spec: dict, candidates: int) -> tuple[Path, list[dict]]:
 
 
 def run_concurrently(specs: list[dict], threads: int) -> None:
-    """One ``python -m rankvideo.launch SPEC`` process per spec at once (``threads`` torch threads
+    """One ``python -m rankvideo.training.launch SPEC`` process per spec at once (``threads`` torch threads
     each, no progress bars), their output lines prefixed with the seed in this process's stderr."""
     procs = []
     for spec in specs:
-        cmd = [sys.executable, "-m", "rankvideo.launch", str(write_spec(spec))]
+        cmd = [sys.executable, "-m", "rankvideo.training.launch", str(write_spec(spec))]
         proc = subprocess.Popen(cmd, env=package_env(OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1"),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         pump = threading.Thread(target=_prefix_lines, args=(proc.stdout, f"[seed {spec['seed']}] "), daemon=True)
@@ -208,24 +209,24 @@ def _prefix_lines(stream, prefix: str) -> None:
     sys.stderr.flush()
 
 
-def train_rule(job, stage: str, model: str) -> None:
-    """The train rules' script body: Snakemake's job object (inputs ``train``/``eval``, the config
-    section as ``params.settings``, ``params.seed``, ``params.models``, resources, threads) in."""
-    from .pipeline import train_processes
-
-    settings = job.params.settings
-    spec = {"stage": stage, "model": model, "train": job.input.train, "eval": job.input.eval,
-            "output": job.output[0], "settings": settings, "seed": job.params.seed, "models": job.params.models}
+def train_stage(stage: str, model: str, train: str, eval: str | None, output: str, settings: dict, seed: int,
+                models: dict, processes: int, threads: int, prompt_variant: str | None = None,
+                descriptions: str | None = None) -> None:
+    """A train rule's work (rules train_stage1 / train_stage2): the config section ``settings``,
+    ``processes`` DDP ranks (:func:`rankvideo.pipeline.train_processes`) sharing ``threads`` CPU
+    threads; stage 2 also takes the prompt variant the rerank rule scores with and, with
+    descriptions enabled, the describe rule's output."""
+    spec = {"stage": stage, "model": model, "train": train, "eval": eval, "output": output, "settings": settings,
+            "seed": seed, "models": models}
     if stage == "stage2":
-        spec["prompt_variant"] = job.params.prompt_variant  # trained with the prompt the rerank rule scores with
-        spec["descriptions"] = getattr(job.input, "descriptions", None)  # descriptions.enabled: the describe rule's
-    train_candidates(spec, int(settings.get("candidates") or 1), train_processes(settings, job.resources), job.threads)
+        spec.update(prompt_variant=prompt_variant, descriptions=descriptions)
+    train_candidates(spec, int(settings.get("candidates") or 1), processes, threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m rankvideo.launch SPEC.json (under torchrun)", file=sys.stderr)
+        print("usage: python -m rankvideo.training.launch SPEC.json (under torchrun)", file=sys.stderr)
         return 2
     logs.setup()
     with open(argv[0], encoding="utf-8") as handle:

@@ -1,6 +1,6 @@
 """Copy pretraining: give a model trained from nothing the copying a pretrained language model has.
 
-    python -m rankvideo.copy_pretrain --model results/models/stage1 --output results/models/stage1-copy \\
+    python -m rankvideo.demo.copy_pretrain --model results/models/stage1 --output results/models/stage1-copy \\
         --words results/training_data/stage1_train.jsonl:caption results/training_data/train.jsonl:query \\
         [--steps 1000] [--batch-size 16] [--lr 1e-3] [--seed 42] [--device cpu]
 
@@ -27,10 +27,10 @@ import argparse
 import logging
 import random
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from . import formats, logs, models
+from rankvideo import logs, models
+from rankvideo.data import formats
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def source(text: str) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rankvideo.copy_pretrain", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rankvideo.demo.copy_pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="the model folder to train (e.g. results/models/stage1)")
     parser.add_argument("--output", required=True)
     parser.add_argument("--words", required=True, nargs="+", type=source, metavar="JSONL:FIELD",
