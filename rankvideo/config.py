@@ -18,6 +18,8 @@ import copy
 from functools import lru_cache
 from pathlib import Path
 
+from rankvideo.data import formats
+
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
 
@@ -153,7 +155,6 @@ def dump(config: dict) -> str:
 
 
 def write(config: dict, path: str | Path) -> None:
-    from rankvideo.data import formats
 
     formats.write_text(path, dump(config))
 

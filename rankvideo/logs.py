@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,3 +39,23 @@ def to_file(path: str | Path, level: int = logging.INFO):
             finally:
                 logging.shutdown()
         sys.stderr.flush()
+
+
+# ----------------------------------------------------------------------------- child processes
+
+
+def package_env(**extra: str) -> dict:
+    """This environment, with this package importable by a child process."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+                **extra)
+
+
+def run_streamed(cmd: list[str], env: dict) -> int:
+    """Run ``cmd``, its output (stdout and stderr) streamed into this process's stderr (the rule's
+    log); returns its exit status."""
+    sys.stderr.flush()
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            sys.stderr.write(line)
+    return proc.returncode

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rankvideo.video import VideoSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -107,7 +109,6 @@ def is_real_model(name_or_path) -> bool:
 def warn_below_paper(name_or_path, settings) -> str | None:
     """Log (and return) a warning when a real model is fed fewer visual tokens than the paper's
     video setting (2 fps, 32 frames of 128 tokens): its scores are then not the paper's."""
-    from rankvideo.video import VideoSettings
 
     paper = VideoSettings.paper()
     if not is_real_model(name_or_path):

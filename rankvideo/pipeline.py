@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from rankvideo import logs
+from rankvideo.data import formats
 from rankvideo.models import generator_options
 from rankvideo.video import VideoResolver, VideoSettings
 
@@ -133,14 +135,12 @@ def run_step(name: str, kwargs: dict, backend: str, environments: dict | None, s
         raise FileNotFoundError(f"environments.vllm_python / RANKVIDEO_VLLM_PYTHON names {python}, which is not a "
                                 "file: point it at the python of an environment with vLLM (tools/setup_vllm_cpu.sh "
                                 "builds one for CPUs)")
-    from rankvideo.data import formats
-    from rankvideo.training.launch import package_env, run_streamed
 
     spec_path = Path(spec_path)
     formats.write_json(spec_path, {"step": name, "kwargs": kwargs})
     cmd = [python, "-m", "rankvideo.pipeline", str(spec_path)]
     log.info("running step %s with vLLM as a main module: %s", name, " ".join(cmd))
-    status = run_streamed(cmd, package_env())
+    status = logs.run_streamed(cmd, logs.package_env())
     if status:
         raise RuntimeError(f"step {name} in {python} exited with status {status}; its output is above")
     result = formats.read_json(spec_path.with_suffix(".result.json"))
@@ -150,8 +150,6 @@ def run_step(name: str, kwargs: dict, backend: str, environments: dict | None, s
 
 
 def main(argv=None) -> int:
-    from rankvideo import logs
-    from rankvideo.data import formats
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

@@ -273,3 +273,18 @@ def test_prediction_dir_skips_the_rerank_bookkeeping_files(tmp_path):
     formats.write_json(tmp_path / "other.json", {"x": 1})
     with pytest.raises(formats.FormatError, match="other.json"):  # any other JSON is still checked
         formats.read_prediction_dir(tmp_path)
+
+
+def test_shared_flags_have_one_name_and_keep_the_reference_spelling():
+    """--model and --video-dir mean the same in every CLI; the reference's --model-name / --model-path /
+    --video-root still parse to the same settings."""
+    from rankvideo.generation import captions, teacher_labels
+
+    parse = captions.build_parser().parse_args
+    common = ["--output", "c.jsonl"]
+    assert vars(parse(["--model", "M", "--video-dir", "V", *common])) == \
+        vars(parse(["--model-name", "M", "--video-root", "V", *common]))
+    parse = teacher_labels.build_parser().parse_args
+    common = ["--queries", "q.tsv", "--candidates", "c.trec", "--captions-jsonl", "c.jsonl", "--output", "t.jsonl"]
+    assert vars(parse(["--model", "M", *common])) == vars(parse(["--model-path", "M", *common]))
+    assert parse(["--model", "M", *common]).model_path == "M"

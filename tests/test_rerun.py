@@ -144,7 +144,7 @@ def test_a_changed_script_reruns_its_rule_and_downstream(done, script, expected,
 
 
 def test_a_changed_package_module_triggers_nothing(done, tmp_path):
-    path = done / "rankvideo" / "metrics.py"
+    path = done / "rankvideo" / "evaluation" / "metrics.py"
     backup = tmp_path / path.name
     shutil.copy2(path, backup)
     try:

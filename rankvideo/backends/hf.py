@@ -18,6 +18,7 @@ import logging
 from typing import Sequence
 
 from rankvideo import models, prompts
+from rankvideo.config import defaults
 from rankvideo.video import LoadedVideo
 from rankvideo.backends import pair_scores
 
@@ -92,7 +93,6 @@ class HFBackend:
         if mode not in ("shared_prefix", "per_pair"):
             raise ValueError(f"unknown scoring mode {mode!r}; use shared_prefix or per_pair")
         if query_batch_size is None:  # the config schema's default, the one place it is set
-            from rankvideo.config import defaults
 
             query_batch_size = defaults("rerank")["query_batch_size"]
         if suffixes not in ("merged", "cached"):

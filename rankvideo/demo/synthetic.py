@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rankvideo import logs
+from rankvideo import config, logs
 from rankvideo.data import formats
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,6 @@ class SyntheticConfig:
     @classmethod
     def from_dict(cls, values: dict | None = None) -> "SyntheticConfig":
         """Schema defaults overridden by ``values``; unknown or mistyped keys raise ConfigError."""
-        from rankvideo import config
 
         section = config.validate({"dataset": {"synthetic": dict(values or {})}})["dataset"]["synthetic"]
         return cls(**section)

@@ -43,7 +43,7 @@ from rankvideo.evaluation.evaluate import (
     read_per_query_tsv,
     read_summary_tsv,
 )
-from rankvideo.data.formats import PathLike, atomic_open
+from rankvideo.data.formats import PathLike, atomic_open, read_json
 
 #: fixed float formats of the written tables
 MEASURE_FORMAT = "{:.4f}"
@@ -210,7 +210,6 @@ def plot_loss_curves(model_dirs, path: PathLike) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from rankvideo.data.formats import read_json
 
     figure = Figure(figsize=(6, 3.5 * max(1, len(model_dirs))))
     for row, folder in enumerate(model_dirs):

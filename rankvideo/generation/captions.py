@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from rankvideo import logs, prompts
+from rankvideo import backends, logs, models, prompts
 from rankvideo.data import formats
 from rankvideo.data.formats import io_error_sentence
 from rankvideo.video import VIDEO_EXTENSIONS, FailureLog, VideoError, VideoResolver, VideoSettings, load_video
@@ -96,16 +96,16 @@ def _caption_videos(ids, resolver, generator, output, failures_path, settings, m
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rankvideo.generate_captions", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--video-root", required=True, help="folder of the videos: every video file under it, at "
+    parser.add_argument("--video-dir", "--video-root", dest="video_root", required=True, help="folder of the videos: every video file under it, at "
                                                             "any depth, by its name without the extension")
     parser.add_argument("--video-layout", choices=["flat", "multivent", "index"], default=None,
                         help="find each id at its path in this layout instead of searching --video-root")
     parser.add_argument("--video-index", help="TSV video_id<TAB>path (layout index)")
     parser.add_argument("--output", required=True, help="captions JSONL")
     parser.add_argument("--failures", help="failure manifest (default: failures.jsonl beside --output)")
-    parser.add_argument("--model-name", required=True, help="video LLM: local folder or hub id")
+    parser.add_argument("--model", "--model-name", dest="model_name", required=True, help="video LLM: local folder or hub id")
     parser.add_argument("--ids", help="video ids to caption: a file of ids or a video2queries JSON (default: all files)")
     parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--max-frames", type=int, default=16)
@@ -118,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype")
     parser.add_argument("--tensor-parallel", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logs.setup()
     try:
         layout = args.video_layout or ("index" if args.video_index else None)
@@ -150,7 +154,6 @@ def run(model: str, ids, resolver, output, failures, settings, max_new_tokens, b
         progress=True, options: dict | None = None, stage1_prompt: bool = False) -> dict:
     """Caption ``ids`` with ``model``; ``stage1_prompt``: ask as stage 1 was trained (the descriptions
     of a stage-1 model) instead of the captioner's prompt."""
-    from rankvideo import backends, models
 
     generator = backends.create(backend, model, **(options or {}))
     failures = failures or Path(output).with_name(FailureLog.FILENAME)

@@ -108,14 +108,14 @@ def label_pairs(pairs, queries, captions, asr, teacher, output, batch_size: int,
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rankvideo.generate_reasoning", description=__doc__.split("\n\n")[0])
     parser.add_argument("--queries", required=True, help="queries TSV")
     parser.add_argument("--candidates", required=True, help="first-stage run (TREC run or JSON)")
     parser.add_argument("--captions-jsonl", required=True, help="{doc_id, text} captions")
     parser.add_argument("--asr-jsonl", help="{doc_id, text} transcripts (optional)")
     parser.add_argument("--output", required=True)
-    parser.add_argument("--model-path", required=True, help="text LLM: local folder or hub id")
+    parser.add_argument("--model", "--model-path", dest="model_path", required=True, help="text LLM: local folder or hub id")
     parser.add_argument("--topk", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--reasoning-maxlen", type=int, default=256, help="new tokens for rationale + answer")
@@ -125,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device")
     parser.add_argument("--dtype")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logs.setup()
     try:
         counts = run(args.model_path, args.queries, args.candidates, args.captions_jsonl, args.asr_jsonl, args.output,

@@ -35,14 +35,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rankvideo import logs, models, prompts, provenance
+from rankvideo import backends, logs, models, prompts, provenance
+from rankvideo.config import defaults
 from rankvideo.data import formats
+from rankvideo.training.common import RECORD
 from rankvideo.video import FailureLog, VideoError, VideoResolver, VideoSettings, decode_counts, load_video
 
 log = logging.getLogger(__name__)
 
 RUN_INFO = formats.RERANK_RUN_INFO
 SUMMARY = formats.RERANK_SUMMARY
+
+
+class RerankInputError(ValueError):
+    """Input the rerank cannot use, named in the message (the CLI exits 2)."""
 
 
 class OutputDirError(ValueError):
@@ -367,10 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                               query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
                                               tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
-    except (OSError, formats.FormatError) as error:  # read-only or full output folder, missing weights, lock held
-        summary = formats.io_error_sentence(error)
-    if isinstance(summary, str):
-        print(f"error: {summary}", file=sys.stderr)
+    except OSError as error:  # read-only or full output folder, missing model or weights, lock held
+        print(f"error: {formats.io_error_sentence(error)}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # bad input (FormatError, RerankInputError, OutputDirError, an unknown dtype)
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary.line())
     return 1 if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done) else 0
@@ -379,7 +386,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def scoring_settings(backend: str, options: dict) -> dict:
     """The backend settings that change scores (numerics), recorded in run_info.json: device kind,
     resolved dtype and query batch size (hf); dtype and tensor parallel size (vllm)."""
-    from rankvideo import models
 
     if backend == "hf":
         device = options.get("device") or models.default_device()
@@ -396,7 +402,6 @@ def backend_options(backend: str, device=None, dtype=None, query_batch_size=None
         options["allow_pickle_weights"] = True
     if backend == "hf":
         if query_batch_size is None:  # the config schema's default, the one place it is set
-            from rankvideo.config import defaults
 
             query_batch_size = defaults("rerank")["query_batch_size"]
         options.update(device=device, query_batch_size=query_batch_size)
@@ -407,7 +412,6 @@ def backend_options(backend: str, device=None, dtype=None, query_batch_size=None
 
 def training_record(model: str) -> dict:
     """The ``rankvideo_training.json`` of a folder this project trained; {} for other models."""
-    from rankvideo.training.common import RECORD
 
     record = Path(model) / RECORD
     return formats.read_json(record) if record.is_file() else {}
@@ -445,11 +449,12 @@ def resolve_answer_tokens(model: str, answer_tokens: str, record: dict | None = 
 def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
         backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
         progress: bool = True, options: dict | None = None, decode_ahead: int = 2,
-        answer_tokens: str = "auto", descriptions=None) -> RerankSummary | str:
-    """Load the backend and rerank; returns the summary, or an error message for bad input.
+        answer_tokens: str = "auto", descriptions=None) -> RerankSummary:
+    """Load the backend and rerank; returns the summary. Bad input raises ``ValueError`` (a
+    :class:`RerankInputError`, :class:`OutputDirError`, ``FormatError``), a missing model or an
+    unusable output folder ``OSError``.
     ``descriptions``: JSONL {doc_id, text} of video descriptions, required for a model trained with
     them (its training record says so)."""
-    from rankvideo import backends
 
     model_name = model_name or models.model_name(model)
     record = training_record(model)
@@ -457,41 +462,29 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     if trained_with and trained_with != prompt_variant:
         log.warning("%s was trained with the prompt variant %r; scoring it with %r reads the answer where it "
                     "was not trained to put it", model, trained_with, prompt_variant)
-    try:
-        described_training = needs_descriptions(model, record)
-    except ValueError as error:
-        return str(error)
+    described_training = needs_descriptions(model, record)
     if described_training and not descriptions:
-        return (f"{model} was trained with a description of each video before the query; score it with the "
-                "same descriptions (--descriptions, the describe rule's descriptions.jsonl)")
+        raise RerankInputError(f"{model} was trained with a description of each video before the query; score it "
+                               "with the same descriptions (--descriptions, the describe rule's descriptions.jsonl)")
     if descriptions and record.get("stage") == "stage2" and not described_training:
         log.warning("%s was trained without video descriptions; scoring it with them shows it a prompt it was "
                     "not trained on", model)
-    try:
-        described = formats.read_id_text_jsonl(descriptions) if descriptions else None
-    except (formats.FormatError, FileNotFoundError) as error:
-        return str(error)
+    described = formats.read_id_text_jsonl(descriptions) if descriptions else None
     answer_tokens = resolve_answer_tokens(model, answer_tokens, record)
     models.warn_below_paper(model, settings)
-    try:
-        scoring = scoring_settings(backend, options or {})
-    except ValueError as error:  # an unknown dtype
-        return str(error)
+    scoring = scoring_settings(backend, options or {})  # ValueError: an unknown dtype
     run_info = {"model": provenance.model_fingerprint(model), "model_name": model_name, "backend": backend,
                 "prompt_variant": prompt_variant, "answer_tokens": answer_tokens, "video": settings.to_dict(),
                 "scoring": scoring, "code_version": provenance.code_version(),
                 "descriptions": {"path": str(descriptions), "sha256": provenance.file_sha256(descriptions)} if descriptions else None}
-    try:
-        if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
-            score_video = None
-        else:
-            score_video = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
-                                          **(options or {})).score_video
-        return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
-                      video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
-                      decode_ahead=decode_ahead, descriptions=described)
-    except (models.ModelNotFoundError, OutputDirError) as error:
-        return str(error)
+    if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
+        score_video = None
+    else:
+        score_video = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
+                                      **(options or {})).score_video
+    return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
+                  video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
+                  decode_ahead=decode_ahead, descriptions=described)
 
 
 # ----------------------------------------------------------------------------- pipeline steps
@@ -522,8 +515,6 @@ def run_shard(model: str, video2queries_path, queries_path, videos: dict, output
                   video_ids=sorted(video2queries)[start:end], backend=rerank_config["backend"], model_name=model_name,
                   prompt_variant=rerank_config["prompt_variant"], restart=True, options=options,
                   answer_tokens=rerank_config["answer_tokens"], descriptions=descriptions)
-    if isinstance(summary, str):
-        raise ValueError(summary)
     if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done):
         raise RuntimeError(f"shard {shard}: no pair could be scored ({summary.line()})")
     return summary

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from rankvideo import backends, models, prompts
+from rankvideo.scoring.rerank import needs_descriptions, resolve_answer_tokens, training_record
 from rankvideo.video import LoadedVideo, VideoSettings, load_video
 
 
@@ -25,8 +26,6 @@ class VLMReranker:
     def __init__(self, model_path: str, cache_dir: str | None = None, backend: str = "hf", *,
                  prompt_variant: str = "default", fps: float = 2.0, max_frames: int = 32, tokens_per_frame: int = 128,
                  video_settings: VideoSettings | None = None, answer_tokens: str = "auto", **backend_options):
-        from rankvideo.scoring.rerank import needs_descriptions, resolve_answer_tokens, training_record
-
         record = training_record(model_path)
         self.needs_descriptions = needs_descriptions(model_path, record)
         self.backend = backends.create(backend, model_path, cache_dir=cache_dir, prompt_variant=prompt_variant,

@@ -28,28 +28,27 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from rankvideo import logs, models
+from rankvideo import logs, models, provenance
 from rankvideo.data import formats
+from rankvideo.training import stage1, stage2
+from rankvideo.training.common import RECORD, TrainSettings
+from rankvideo.training.losses import LossWeights
 
 log = logging.getLogger(__name__)
 
 
 def run_in_process(spec: dict):
     """Train the stage the spec names in this process (one rank of a DDP run, or the only one)."""
-    from rankvideo.training import stage1 as train_perception, stage2 as train_reranker
-    from rankvideo.training.common import TrainSettings
-    from rankvideo.training.losses import LossWeights
-
     settings = TrainSettings.from_config(spec["settings"], spec["seed"])
     options = models.load_options(spec["models"])
     if spec["stage"] == "stage1":
-        return train_perception.train(spec["model"], spec["train"], spec["eval"], spec["output"], settings,
-                                      options=options)
+        return stage1.train(spec["model"], spec["train"], spec["eval"], spec["output"], settings,
+                            options=options)
     if spec["stage"] == "stage2":
-        return train_reranker.train(spec["model"], spec["train"], spec["eval"], spec["output"], settings,
-                                    LossWeights.from_config(spec["settings"]), num_negs=spec["settings"]["num_negs"],
-                                    prompt_variant=spec.get("prompt_variant", "default"), options=options,
-                                    descriptions=spec.get("descriptions"))
+        return stage2.train(spec["model"], spec["train"], spec["eval"], spec["output"], settings,
+                            LossWeights.from_config(spec["settings"]), num_negs=spec["settings"]["num_negs"],
+                            prompt_variant=spec.get("prompt_variant", "default"), options=options,
+                            descriptions=spec.get("descriptions"))
     raise ValueError(f"unknown stage {spec['stage']!r} (stage1 or stage2)")
 
 
@@ -68,7 +67,7 @@ def train(spec: dict, processes: int, threads: int = 1) -> None:
         run_in_process(spec)
         return
     spec_path = write_spec(spec)
-    env = package_env()
+    env = logs.package_env()
     import torch
 
     if not torch.cuda.is_available():
@@ -76,33 +75,16 @@ def train(spec: dict, processes: int, threads: int = 1) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "rankvideo.training.launch", str(spec_path)]
     log.info("launching %d training processes: %s", processes, " ".join(cmd))
-    status = run_streamed(cmd, env)
+    status = logs.run_streamed(cmd, env)
     if status:
         raise RuntimeError(f"{spec['stage']} training under torchrun ({processes} processes) exited with status "
                            f"{status}; the ranks' output is above in this log")
-
-
-def run_streamed(cmd: list[str], env: dict) -> int:
-    """Run ``cmd``, its output (stdout and stderr) streamed into this process's stderr (the rule's
-    log); returns its exit status."""
-    sys.stderr.flush()
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        for line in proc.stdout:
-            sys.stderr.write(line)
-    return proc.returncode
 
 
 def write_spec(spec: dict) -> Path:
     path = Path(str(spec["output"]) + ".launch.json")
     formats.write_json(path, spec)
     return path
-
-
-def package_env(**extra: str) -> dict:
-    """This environment, with this package importable by a child process."""
-    package_root = str(Path(__file__).resolve().parents[1])
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-                **extra)
 
 
 def final_loss(history: list[dict], path="") -> float:
@@ -127,7 +109,6 @@ def train_candidates(spec: dict, candidates: int, processes: int, threads: int =
     if candidates <= 1:
         train(spec, processes, threads)
         return {}
-    from rankvideo.training.common import RECORD
 
     folder, specs = prepare_candidates(spec, candidates)
     todo = [s for s in specs if not (Path(s["output"]) / RECORD).is_file()]
@@ -160,7 +141,6 @@ def prepare_candidates(spec: dict, candidates: int) -> tuple[Path, list[dict]]:
     candidates across an interruption only for the same run: ``candidates.json`` in it records the
     spec, the starting model's identity and the data hashes; if they differ (or it is missing) the
     folder is emptied first, so a changed setting or input never reuses an old candidate."""
-    from rankvideo import provenance
 
     output = Path(spec["output"])
     folder = output.with_name(output.name + ".candidates")
@@ -184,7 +164,7 @@ def run_concurrently(specs: list[dict], threads: int) -> None:
     procs = []
     for spec in specs:
         cmd = [sys.executable, "-m", "rankvideo.training.launch", str(write_spec(spec))]
-        proc = subprocess.Popen(cmd, env=package_env(OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1"),
+        proc = subprocess.Popen(cmd, env=logs.package_env(OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1"),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         pump = threading.Thread(target=_prefix_lines, args=(proc.stdout, f"[seed {spec['seed']}] "), daemon=True)
         pump.start()
