@@ -550,3 +550,20 @@ def test_a_model_folder_without_safetensors_exits_2(world, tmp_path, capsys):
                                                   str(tmp_path / "t.jsonl"), "--model-path", str(broken),
                                                   "--no-progress", "--device", "cpu"], capsys)
     assert code == 2 and sentence in err
+
+
+@pytest.mark.parametrize("module", ["train_perception", "train_reranker"])
+def test_training_clis_end_bad_input_with_status_2(tmp_path, capsys, module):
+    """Missing, empty or malformed training data: one line naming the file, exit status 2, no traceback."""
+    import importlib
+
+    main = importlib.import_module(f"rankvideo.{module}").main
+    common = ["--model", str(tmp_path / "no-model"), "--output-dir", str(tmp_path / "out")]
+    empty, broken = tmp_path / "empty.jsonl", tmp_path / "broken.jsonl"
+    empty.write_text("")
+    broken.write_text('{"query_id": "q1"\n')
+    for data, expected in ((tmp_path / "missing.jsonl", "missing.jsonl"), (empty, "no training examples"),
+                           (broken, "broken.jsonl:1")):
+        assert main(["--train-data", str(data), *common]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and "Traceback" not in err, err

@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -361,13 +362,19 @@ def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str
                                  trainer.state.log_history, extra, data_hashes=fingerprint["data"])
 
 
+def exit_with(error: Exception) -> int:
+    """A training command's end on bad input or an I/O error: one line naming the file, status 2."""
+    print(f"error: {formats.io_error_sentence(error)}", file=sys.stderr)
+    return 2
+
+
 def read_records(path, required: tuple[str, ...] = (), allow_empty: bool = False, reader=None) -> list[dict[str, Any]]:
     """The examples of a JSONL file: ``reader(path)`` when given (e.g. :func:`rankvideo.data.formats.read_stage1_examples`),
     else its records, each with the fields ``required``."""
     records = reader(path) if reader is not None else formats.read_jsonl(path, required)
     if not records:
         if not allow_empty:
-            raise ValueError(f"{path}: no training examples")
+            raise formats.FormatError(path, None, "no training examples")
         log.warning("%s: no examples; evaluation skipped", path)
     return records
 

@@ -80,11 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                             "reference's training JSONL (evidence.caption)")
     parser.add_argument("--eval-data", help="the same kind of file, for eval_loss")
     parser.add_argument("--output-dir", required=True)
-    add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=1, grad_accum=16, max_frames=32)
+    add_common_flags(parser, "train_stage1")
     args = parser.parse_args(argv)
     logs.setup()
-    train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args),
-          options=models.LoadOptions(cache_dir=args.cache_dir))
+    try:
+        train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args),
+              options=models.LoadOptions(cache_dir=args.cache_dir))
+    except (formats.FormatError, OSError) as error:  # bad training data; missing file or model, full disk
+        return common.exit_with(error)
     return 0
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from rankvideo import logs, models, prompts
+from rankvideo import config, logs, models, prompts
 from rankvideo.data import formats
 from rankvideo.training import common
 from rankvideo.training.losses import CONFIG_KEYS, VARIANTS, LossWeights, reranker_loss
@@ -192,50 +192,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-data", required=True)
     parser.add_argument("--eval-data")
     parser.add_argument("--output-dir", required=True)
-    add_common_flags(parser, lr=1e-5, epochs=2.0, batch_size=3, grad_accum=8, max_frames=24)
-    parser.add_argument("--num-negs", type=int, default=1)
-    parser.add_argument("--groups-per-batch", type=int, default=1,
+    add_common_flags(parser, "train_stage2")
+    section = config.defaults("train_stage2")
+    parser.add_argument("--num-negs", type=int, default=section["num_negs"])
+    parser.add_argument("--groups-per-batch", type=int, default=section["groups_per_batch"],
                         help="query groups per batch (the reference: 1; its --batch-size, accepted here, does not "
                              "change the batch)")
-    parser.add_argument("--grouping", choices=GROUPINGS, default="reference",
+    parser.add_argument("--grouping", choices=GROUPINGS, default=section["grouping"],
                         help="reference: one group per query and epoch (a random positive, negatives with "
                              "replacement when too few; only queries with both); per_positive: one group per positive")
     parser.add_argument("--descriptions", help="JSONL {doc_id, text}: a description of each video, shown before "
                                                "the query (score the model with the same descriptions)")
     parser.add_argument("--prompt-variant", choices=list(prompts.RERANK_VARIANTS), default="default",
                         help="the prompt to train with; score the model with the same one")
-    defaults = LossWeights()
     for name in CONFIG_KEYS:
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=section[name])
     for name, choices in VARIANTS.items():
-        parser.add_argument("--" + name.replace("_", "-"), choices=choices, default=getattr(defaults, name))
+        parser.add_argument("--" + name.replace("_", "-"), choices=choices, default=section[name])
     return parser
 
 
-def add_common_flags(parser, lr: float, epochs: float, batch_size: int, grad_accum: int, max_frames: int) -> None:
-    """Flags both stages share (the seed's, plus finetune mode and video sampling)."""
-    parser.add_argument("--epochs", type=float, default=epochs)
-    parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (-1: epochs)")
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--grad-accum", type=int, default=grad_accum)
-    parser.add_argument("--warmup-ratio", type=float, default=0.03)
-    parser.add_argument("--finetune", choices=["full", "lora", "qlora"], default="lora")
+def add_common_flags(parser, section: str) -> None:
+    """Flags both stages share (the reference's, plus finetune mode and video sampling), their defaults
+    those of the config schema's ``section`` (``train_stage1`` / ``train_stage2``)."""
+    values = config.defaults(section)
+    video = values["video"]
+    parser.add_argument("--epochs", type=float, default=values["epochs"])
+    parser.add_argument("--max-steps", type=int, default=values["max_steps"],
+                        help="stop after this many optimizer steps (-1: epochs)")
+    parser.add_argument("--lr", type=float, default=values["lr"])
+    parser.add_argument("--batch-size", type=int, default=values.get("batch_size", 3),
+                        help="examples per batch (stage 1); stage 2 accepts the reference's flag, whose batch is "
+                             "one query group whatever it says (see --groups-per-batch)")
+    parser.add_argument("--grad-accum", type=int, default=values["grad_accum"])
+    parser.add_argument("--warmup-ratio", type=float, default=values["warmup_ratio"])
+    parser.add_argument("--finetune", choices=["full", "lora", "qlora"], default=values["finetune"])
     parser.add_argument("--qlora", dest="finetune", action="store_const", const="qlora", help="same as --finetune qlora")
     parser.add_argument("--no-qlora", dest="finetune", action="store_const", const="lora", help="same as --finetune lora")
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--lora-alpha", type=int, default=32)
+    parser.add_argument("--lora-r", type=int, default=values["lora_r"])
+    parser.add_argument("--lora-alpha", type=int, default=values["lora_alpha"])
     parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
     parser.add_argument("--freeze-vision", action="store_true",
                         help="full fine-tuning: keep the vision encoder fixed (its mergers train)")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="auto: bf16 on GPU, fp32 on CPU")
-    parser.add_argument("--fps", type=float, default=2.0)
-    parser.add_argument("--max-frames", type=int, default=max_frames)
-    parser.add_argument("--tokens-per-frame", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--logging-steps", type=int, default=10)
-    parser.add_argument("--save-steps", type=int, default=200)
+    parser.add_argument("--fps", type=float, default=video["fps"])
+    parser.add_argument("--max-frames", type=int, default=video["max_frames"])
+    parser.add_argument("--tokens-per-frame", type=int, default=video["tokens_per_frame"])
+    parser.add_argument("--seed", type=int, default=config.defaults()["seed"])
+    parser.add_argument("--logging-steps", type=int, default=values["logging_steps"])
+    parser.add_argument("--save-steps", type=int, default=values["save_steps"])
     parser.add_argument("--cache-dir")
 
 
@@ -254,9 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
     weights = LossWeights(**{name: getattr(args, name) for name in (*CONFIG_KEYS, *VARIANTS)})
-    train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args), weights,
-          num_negs=args.num_negs, prompt_variant=args.prompt_variant, options=models.LoadOptions(cache_dir=args.cache_dir),
-          descriptions=args.descriptions)
+    try:
+        train(args.model, args.train_data, args.eval_data, args.output_dir, settings_from_args(args), weights,
+              num_negs=args.num_negs, prompt_variant=args.prompt_variant,
+              options=models.LoadOptions(cache_dir=args.cache_dir), descriptions=args.descriptions)
+    except (formats.FormatError, OSError) as error:  # bad training data; missing file or model, full disk
+        return common.exit_with(error)
     return 0
 
 
