@@ -44,8 +44,9 @@ NEEDS_TRAINING = any(s in ("stage1", "stage2") for s in SCORED)
 TRAINED = ["stage1", "stage2"] if config["train_stage1"]["enabled"] else ["stage2"]
 COPY_PRETRAIN = config["copy_pretrain"]["steps"] > 0
 DESCRIBE = config["descriptions"]["enabled"]
-if DESCRIBE and not config["train_stage1"]["enabled"]:
-    raise ValueError("descriptions.enabled needs train_stage1.enabled: the stage-1 model writes the descriptions")
+if DESCRIBE and not config["descriptions"]["file"] and not config["train_stage1"]["enabled"]:
+    raise ValueError("descriptions.enabled without descriptions.file needs train_stage1.enabled: the stage-1 model "
+                     "writes the descriptions")
 SHARDS = [str(i) for i in range(config["rerank"]["shards"])]
 EVAL = config["evaluation"]
 
@@ -156,7 +157,9 @@ def copy_pretrain_inputs(wildcards):
     return inputs
 
 
-DESCRIPTIONS = out("descriptions/descriptions.jsonl")
+DESCRIBED = out("descriptions/descriptions.jsonl")  # the describe rule's output
+# what stage 2 trains and scores with: the describe rule's captions, or the texts the config gives
+DESCRIPTIONS = config["descriptions"]["file"] or DESCRIBED
 
 
 def describe_inputs(wildcards):

@@ -7,7 +7,7 @@ rule describe:
     input:
         unpack(describe_inputs),
     output:
-        descriptions=DESCRIPTIONS,
+        descriptions=DESCRIBED,
         failures=out("descriptions/failures.jsonl"),
     params:
         settings=config["descriptions"],

@@ -85,3 +85,24 @@ def test_a_real_model_with_fewer_visual_tokens_than_the_paper_is_warned(tmp_path
     assert models.warn_below_paper(tmp_path, demo) is None  # a tiny model built here: no warning
     (tmp_path / "config.json").write_text('{"text_config": {"hidden_size": 4096}}')
     assert models.warn_below_paper(tmp_path, demo)
+
+
+def test_description_texts_from_a_file_replace_the_describe_step(repo_copy):
+    """descriptions.file (e.g. ASR transcripts): stage 2 trains and scores with those texts; the
+    describe rule does not run and stage 1 is not needed for it."""
+    from test_pipeline import planned_rules
+
+    texts = repo_copy / "texts.jsonl"
+    texts.write_text('{"doc_id": "v0001", "text": "a red circle"}\n')
+    extra = repo_copy / "texts.yaml"
+    extra.write_text("descriptions: {enabled: true, file: texts.jsonl}\n")
+    result = snakemake(repo_copy, "-n", "results/metrics.tsv", "--configfile", "config/test.yaml", str(extra))
+    plan = result.stdout + result.stderr
+    rules = planned_rules(plan)
+    assert "describe" not in rules and rules["train_stage2"] == 1, rules
+    jobs = [job.split("output:") for job in plan.split("\nrule ")[1:]]  # [inputs, outputs onwards]
+    stage2 = [inputs for inputs, rest in jobs if inputs.startswith("train_stage2:")
+              or (inputs.startswith("rerank_shard:") and "rerank/stage2/" in rest.split("\n")[0])]
+    others = [inputs for inputs, rest in jobs if inputs.startswith("rerank_shard:") and "rerank/stage2/" not in rest.split("\n")[0]]
+    assert len(stage2) == 1 + len(others) // 2 == 3 and all("texts.jsonl" in inputs for inputs in stage2)  # 2 shards
+    assert others and not any("texts.jsonl" in inputs for inputs in others)  # base, stage1, ... see no texts
