@@ -14,7 +14,13 @@ spatial merge 2; about 1 M parameters) with a ``Qwen3VLProcessor``
 evidence and writes ``<think>..</think><answer>yes|no</answer>``.  It reloads
 with ``AutoTokenizer`` / ``AutoModelForCausalLM``.
 
-Both use the same tokenizer, a byte-level BPE trained with the ``tokenizers``
+``--kind omni`` builds a tiny **Qwen3-Omni** (``Qwen3OmniMoeConfig`` without a talker: MoE text
+model, vision and audio encoders; head_dim 32, which vLLM's CPU attention supports) with a
+``Qwen3OmniMoeProcessor``, the captioner's architecture (:func:`build_tiny_omni`). Its config also
+carries the fields vLLM's Qwen3-Omni reads and transformers' config classes lack, so it runs on
+the HF backend (its thinker) and on vLLM.
+
+All use the same tokenizer, a byte-level BPE trained with the ``tokenizers``
 library on a few thousand synthetic documents generated from a fixed seed
 (``tokenizer_seed``, independent of the weight ``seed``): the project's prompts,
 ``<think>``/``<answer>`` outputs, frame timestamps and a synthetic-video vocabulary
@@ -51,6 +57,7 @@ Usage::
 
     python -m rankvideo.make_tiny_model --kind vlm --output DIR [--seed N]
     python -m rankvideo.make_tiny_model --kind text --output DIR [--seed N]
+    python -m rankvideo.make_tiny_model --kind omni --output DIR [--seed N]
 
 or ``build_tiny_vlm(DIR, seed=0, **overrides)`` / ``build_tiny_text_model(...)``;
 the keyword overrides are listed in ``VLM_DEFAULTS`` and ``TEXT_DEFAULTS``.
@@ -546,7 +553,8 @@ def build_tiny_text_model(output_dir: str | Path, seed: int = 0, **size_override
 def build_tiny_omni(output_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random Qwen3-Omni (MoE thinker with vision and audio encoders, no talker) and its
     processor to ``output_dir``: the captioner's architecture, ~0.4 M parameters. Same tokenizer as
-    :func:`build_tiny_vlm` plus Qwen's audio tokens; ``rankvideo.models.load_vlm`` loads its thinker."""
+    :func:`build_tiny_vlm` plus Qwen's audio tokens; ``rankvideo.models.load_vlm`` loads its thinker,
+    and vLLM (``backend: vllm``) loads it as ``Qwen3OmniMoeForConditionalGeneration`` (its thinker)."""
     from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, WhisperFeatureExtractor
     from transformers.models.qwen2_vl import Qwen2VLVideoProcessor
     from transformers.models.qwen3_omni_moe import (Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration,

@@ -107,3 +107,29 @@ def test_captions_step_on_vllm_with_tiny_omni(omni, tmp_path, monkeypatch):
                                prompts.captioner_messages(), 8)
         # vLLM's incremental detokenizer holds back an incomplete UTF-8 sequence at the end; HF decodes it as U+FFFD
         assert caption["text"] == " ".join(expected.split()).rstrip("\ufffd").strip(), video_id
+
+
+def test_vllm_backend_names_the_omni_config_fields_it_lacks(omni, tmp_path, monkeypatch):
+    """A Qwen3-Omni folder without the fields vLLM's Qwen3-Omni reads (transformers' config classes do
+    not define them) is a ValueError naming them, raised before vLLM is imported, rather than an
+    AttributeError deep inside vLLM's model construction."""
+    import shutil
+
+    from rankvideo.backends.vllm import _Engine, model_kind
+    from rankvideo.models import LoadOptions
+
+    assert model_kind(omni / "model", LoadOptions()) == "qwen3_omni_moe"
+    old = shutil.copytree(omni / "model", tmp_path / "old-omni")
+    config = json.loads((old / "config.json").read_text())
+    for part, field in (("vision_config", "image_size"), ("vision_config", "apply_vit_abs_pos_embed"),
+                        ("text_config", "tie_word_embeddings")):
+        del config["thinker_config"][part][field]
+    (old / "config.json").write_text(json.dumps(config))
+    message = ("vLLM's Qwen3-Omni reads thinker_config.vision_config.image_size, thinker_config.vision_config."
+               "apply_vit_abs_pos_embed, thinker_config.text_config.tie_word_embeddings, which this config.json lacks")
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        model_kind(old, LoadOptions())
+    monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "cache"))  # the engine sets both; restored after the test
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    with pytest.raises(ValueError, match="make_tiny_model --kind omni"):
+        _Engine(str(old), multimodal=True)
