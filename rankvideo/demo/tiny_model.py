@@ -14,7 +14,13 @@ spatial merge 2; about 1 M parameters) with a ``Qwen3VLProcessor``
 evidence and writes ``<think>..</think><answer>yes|no</answer>``.  It reloads
 with ``AutoTokenizer`` / ``AutoModelForCausalLM``.
 
-Both use the same tokenizer, a byte-level BPE trained with the ``tokenizers``
+``--kind omni`` builds a tiny **Qwen3-Omni** (``Qwen3OmniMoeConfig`` without a talker: MoE text
+model, vision and audio encoders; head_dim 32, which vLLM's CPU attention supports) with a
+``Qwen3OmniMoeProcessor``, the captioner's architecture (:func:`build_tiny_omni`). Its config also
+carries the fields vLLM's Qwen3-Omni reads and transformers' config classes lack, so it runs on
+the HF backend (its thinker) and on vLLM.
+
+All use the same tokenizer, a byte-level BPE trained with the ``tokenizers``
 library on a few thousand synthetic documents generated from a fixed seed
 (``tokenizer_seed``, independent of the weight ``seed``): the project's prompts,
 ``<think>``/``<answer>`` outputs, frame timestamps and a synthetic-video vocabulary
@@ -51,6 +57,7 @@ Usage::
 
     python -m rankvideo.demo.tiny_model --kind vlm --output DIR [--seed N]
     python -m rankvideo.demo.tiny_model --kind text --output DIR [--seed N]
+    python -m rankvideo.demo.tiny_model --kind omni --output DIR [--seed N]
 
 or ``build_tiny_vlm(DIR, seed=0, **overrides)`` / ``build_tiny_text_model(...)``;
 the keyword overrides are listed in ``VLM_DEFAULTS`` and ``TEXT_DEFAULTS``.
@@ -547,7 +554,8 @@ def build_tiny_text_model(output_dir: str | Path, seed: int = 0, **size_override
 def build_tiny_omni(output_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random Qwen3-Omni (MoE thinker with vision and audio encoders, no talker) and its
     processor to ``output_dir``: the captioner's architecture, ~0.4 M parameters. Same tokenizer as
-    :func:`build_tiny_vlm` plus Qwen's audio tokens; ``rankvideo.models.load_vlm`` loads its thinker."""
+    :func:`build_tiny_vlm` plus Qwen's audio tokens; ``rankvideo.models.load_vlm`` loads its thinker,
+    and vLLM (``backend: vllm``) loads it as ``Qwen3OmniMoeForConditionalGeneration`` (its thinker)."""
     from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, WhisperFeatureExtractor
     from transformers.models.qwen2_vl import Qwen2VLVideoProcessor
     from transformers.models.qwen3_omni_moe import (Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration,
@@ -569,17 +577,23 @@ def build_tiny_omni(output_dir: str | Path, seed: int = 0) -> Path:
     hidden = 64
     text = dict(vocab_size=_model_vocab_size(tok, p["vocab_multiple_of"]), hidden_size=hidden, intermediate_size=128,
                 moe_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                head_dim=16, num_experts=4, num_experts_per_tok=2,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3],
+                head_dim=32,  # vLLM's CPU attention has no kernel for head_dim 16
+                num_experts=4, num_experts_per_tok=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_section(32),
                                  "mrope_interleaved": True},
-                pad_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"))
+                pad_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+                tie_word_embeddings=False)  # vLLM reads it from the text config (the released checkpoint has it)
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, temporal_patch_size=2,
-                  spatial_merge_size=2, out_hidden_size=hidden, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+                  spatial_merge_size=2, out_hidden_size=hidden, num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
+                  # read by vLLM's Qwen3-Omni (the released checkpoint has them; transformers' config class
+                  # does not): a learned position table of (image_size / patch_size)^2 = 64 entries
+                  image_size=8 * 16, apply_vit_abs_pos_embed=True)
     audio = dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, d_model=32,
                  output_dim=hidden, downsample_hidden_size=16)
     thinker = dict(text_config=text, vision_config=vision, audio_config=audio, audio_token_id=ids("<|audio_pad|>"),
                    image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                    vision_start_token_id=ids("<|vision_start|>"), audio_start_token_id=ids("<|audio_start|>"),
+                   audio_end_token_id=ids("<|audio_end|>"),  # vLLM's audio-in-video positions read it
                    user_token_id=tok.encode("user", add_special_tokens=False)[0])
     config = Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False,
                                 im_start_token_id=ids("<|im_start|>"), im_end_token_id=ids("<|im_end|>"))

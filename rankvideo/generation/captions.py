@@ -84,7 +84,8 @@ def _caption_videos(ids, resolver, generator, output, failures_path, settings, m
             text = parse(text) if parse else " ".join(text.split())
             counts["empty"] += not text
             done.append({"doc_id": video_id, "text": text,
-                         "meta": {"model": model_name, "frames": video.num_frames, "max_new_tokens": max_new_tokens,
+                         "meta": {"model": model_name, "backend": getattr(generator, "name", None),
+                                  "frames": video.num_frames, "max_new_tokens": max_new_tokens,
                                   "seconds": round(seconds, 3)}})
             failures.discard(video_id)
             counts["captioned"] += 1
