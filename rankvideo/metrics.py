@@ -333,13 +333,13 @@ def plot_ndcg_at_k(path: PathLike, table: pd.DataFrame, per_query: Mapping[str, 
     _save_png(fig, path)
 
 
-def plot_loss_curves(model_dirs, path: PathLike) -> None:
+def plot_loss_curves(model_dirs, path: PathLike):
     """Training (and eval) loss per step of each trained stage, from its ``loss_history.json``.
 
     The loss axis is logarithmic: a run's loss falls by orders of magnitude in its first steps
     (the tiny model's stage 1: 6.9 to 0.75 in 80 steps, then about 0.06 for 3,000), and a linear
     axis shows everything after the fall as a flat line at zero. Symmetric-log where a loss is
-    not positive."""
+    not positive. Returns the figure."""
     from .formats import read_json
 
     fig = _figure(6, 3.5 * max(1, len(model_dirs)))
@@ -363,3 +363,4 @@ def plot_loss_curves(model_dirs, path: PathLike) -> None:
         axis.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     _save_png(fig, path)
+    return fig
