@@ -153,7 +153,7 @@ def plot_win_loss(path: PathLike, frame: pd.DataFrame, baseline: str, measure: s
     """PNG of a :func:`win_loss` table: left, the share of queries each system wins (right of 0)
     and loses (left of 0) against ``baseline``; right, the mean difference; 95% intervals as
     whiskers, the win/tie/loss counts beside each system."""
-    fig = _figure(9, 1.2 + 0.6 * max(1, len(frame)))
+    fig = _figure(9, 1.8 + 0.6 * max(1, len(frame)))
     rates, deltas = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     y = np.arange(len(frame))[::-1]
     for values, low, high, sign, colour, label in (("win_rate", "win_low", "win_high", 1, "tab:green", "wins"),
@@ -163,17 +163,15 @@ def plot_win_loss(path: PathLike, frame: pd.DataFrame, baseline: str, measure: s
         error = np.vstack([centre - ends.min(axis=0), ends.max(axis=0) - centre])
         rates.barh(y, centre, color=colour, alpha=0.7, label=label)
         rates.errorbar(centre, y, xerr=error, fmt="none", ecolor="black", capsize=3)
-    for yy, row in zip(y, frame.itertuples(index=False)):
-        rates.annotate(f"{row.wins}/{row.ties}/{row.losses}", (1.0, yy), xytext=(4, 0), textcoords="offset points",
-                       va="center", fontsize=8, annotation_clip=False)
     rates.axvline(0, color="black", linewidth=0.8)
-    rates.set_xlim(-1, 1)
+    rates.set_xlim(-1.05, 1.05)
     rates.set_xticks([-1, -0.5, 0, 0.5, 1])
     rates.set_xticklabels(["100%", "50%", "0", "50%", "100%"])
     rates.set_yticks(y)
-    rates.set_yticklabels(frame["system"].astype(str))
-    rates.set_xlabel(f"share of queries lost | won vs {baseline} (wins/ties/losses)")
-    rates.legend(loc="lower left", fontsize=8)
+    rates.set_yticklabels([f"{row.system}\n{row.wins}/{row.ties}/{row.losses}" for row in frame.itertuples(index=False)])
+    rates.set_ylabel("system, wins/ties/losses")
+    rates.set_xlabel(f"share of queries lost | won against {baseline}")
+    rates.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     mean = frame["mean_delta"].to_numpy(dtype=float)
     error = np.vstack([mean - frame["delta_low"].to_numpy(dtype=float), frame["delta_high"].to_numpy(dtype=float) - mean])
     deltas.errorbar(mean, y, xerr=error, fmt="o", color="tab:blue", capsize=3)
@@ -337,7 +335,7 @@ def plot_loss_curves(model_dirs, path: PathLike):
     """Training (and eval) loss per step of each trained stage, from its ``loss_history.json``.
 
     The loss axis is logarithmic: a run's loss falls by orders of magnitude in its first steps
-    (the tiny model's stage 1: 6.9 to 0.75 in 80 steps, then about 0.06 for 3,000), and a linear
+    (the tiny model's stage 1: 6.9 to 0.75 in 80 steps, then 0.2 to 0.06 over 3,000), and a linear
     axis shows everything after the fall as a flat line at zero. Symmetric-log where a loss is
     not positive. Returns the figure."""
     from .formats import read_json

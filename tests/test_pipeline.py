@@ -39,7 +39,8 @@ TARGETS = ("results/metrics.tsv", "results/training_data/report.json", "results/
 
 REPORTED = {"metrics.tsv": "paired two-sided t-test", "per_query/ndcg_cut_10.tsv": "of every test query",
             "per_query/win_loss_ndcg_cut_10.tsv": "The numbers behind the win/loss plot",
-            "plots/ndcg_at_k.png": "95% bootstrap intervals", "plots/win_loss.png": "the share of",
+            "plots/ndcg_at_k.png": "the bands are 95% bootstrap intervals",
+            "plots/win_loss.png": "Per test query, each system against the first stage on ndcg_cut_10",
             "plots/loss_curves.png": "logarithmic loss axis", "training_data/report.md": "What the training data holds"}
 
 
