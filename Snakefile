@@ -28,6 +28,9 @@ config.clear()
 config.update(_effective)
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/first_stage.smk"

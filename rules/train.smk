@@ -76,7 +76,7 @@ rule loss_curves:
     input:
         models=expand(out("models/{stage}"), stage=TRAINED),
     output:
-        out("plots/loss_curves.png"),
+        report(out("plots/loss_curves.png"), caption="../report/loss_curves.rst", category="Plots"),
     log:
         out("logs/loss_curves.log"),
     conda:

@@ -10,7 +10,7 @@ rule training_data:
         stage1_train=out("training_data/stage1_train.jsonl"),
         stage1_eval=out("training_data/stage1_eval.jsonl"),
         report=out("training_data/report.json"),
-        report_md=out("training_data/report.md"),
+        report_md=report(out("training_data/report.md"), caption="../report/training_data.rst", category="Training data"),
     params:
         settings=config["training_data"],
         seed=config["seed"],

@@ -1,7 +1,9 @@
 """Snakemake really runs the DAG: the default config to results/metrics.tsv, lint, dry runs of the
 MultiVENT config on a placeholder tree, config errors that name the key."""
 
+import base64
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -35,6 +37,27 @@ def test_lint_is_clean(repo_copy):
 TARGETS = ("results/metrics.tsv", "results/training_data/report.json", "results/plots/loss_curves.png")
 
 
+REPORTED = {"metrics.tsv": "paired two-sided t-test", "per_query/ndcg_cut_10.tsv": "of every test query",
+            "per_query/win_loss_ndcg_cut_10.tsv": "The numbers behind the win/loss plot",
+            "plots/ndcg_at_k.png": "the bands are 95% bootstrap intervals",
+            "plots/win_loss.png": "Per test query, each system against the first stage on ndcg_cut_10",
+            "plots/loss_curves.png": "logarithmic loss axis", "training_data/report.md": "What the training data holds"}
+
+
+def check_report(repo):
+    """``snakemake --report`` on a finished run: an HTML file that embeds each reported output
+    (its bytes, base64, as the report's data URI) with its caption."""
+    snakemake(repo, "--report", "results/report.html", "--configfile", "config/test.yaml")
+    html = (repo / "results/report.html").read_text()
+    embedded = re.findall(r"base64,([A-Za-z0-9+/=]+)", html)
+    for name, caption in REPORTED.items():
+        assert base64.b64encode((repo / "results" / name).read_bytes()).decode() in embedded, name
+        assert caption in html, name
+    for category in ("Metrics", "Per query", "Plots", "Training data"):
+        assert f'"{category}"' in html, category
+    assert "stage on ndcg_cut_10" in html  # the caption's template filled in from the rule's params
+
+
 @pytest.mark.slow
 def test_pipeline_end_to_end(tmp_path):
     """The whole DAG on config/test.yaml (the default config's DAG, shrunk to about 2 minutes)."""
@@ -65,8 +88,16 @@ def test_pipeline_end_to_end(tmp_path):
                   "copy_pretrain.tsv"]:
         assert (repo / "results/benchmarks" / bench).exists()
     assert len(pd.read_csv(repo / "results/per_query/ndcg_cut_10.tsv", sep="\t")) == n_test
-    for plot in ["ndcg_at_k.png", "loss_curves.png"]:
+    for plot in ["ndcg_at_k.png", "loss_curves.png", "win_loss.png"]:
         assert (repo / "results/plots" / plot).read_bytes()[:4] == b"\x89PNG"
+    wins = pd.read_csv(repo / "results/per_query/win_loss_ndcg_cut_10.tsv", sep="\t")
+    assert list(wins["system"]) == systems[1:] and (wins["wins"] + wins["ties"] + wins["losses"] == n_test).all()
+    assert (wins["delta_low"] <= wins["mean_delta"]).all() and (wins["mean_delta"] <= wins["delta_high"]).all()
+    # logs: one line per event, no progress-bar frames, no per-video lines from qwen_vl_utils
+    for log in (repo / "results/logs").rglob("*.log"):
+        text = log.read_text()
+        assert "\r" not in text and " INFO qwen_vl_utils" not in text, log
+    assert "rerank stage2: " in (repo / "results/logs/rerank/stage2/0.log").read_text()
     # every candidate pair scored once per system, gathered into one folder and a TREC run
     v2q = formats.read_video2queries(repo / "results/first_stage/video2queries_test.json")
     for system in ("base", "stage1", "stage2"):
@@ -96,10 +127,12 @@ def test_pipeline_end_to_end(tmp_path):
     assert formats.read_json(repo / "results/rerank/stage1/shards/0/run_info.json")["descriptions"] is None
     # nothing left to do on a second run; a second copy gives the same bytes
     assert "Nothing to be done" in snakemake(repo, *TARGETS, "--cores", "2", "--configfile", "config/test.yaml").stderr
+    check_report(repo)
     other = copy_repo(tmp_path / "b")
     snakemake(other, *TARGETS, "--cores", "2", "--configfile", "config/test.yaml")
     for name in ["metrics.tsv", "first_stage/test.trec", "benchmark/qrels.txt", "benchmark/videos/v0007.mp4",
-                 "rerank/base/run.trec", "models/tiny-vlm/model.safetensors", "training_data/train.jsonl"]:
+                 "rerank/base/run.trec", "models/tiny-vlm/model.safetensors", "training_data/train.jsonl",
+                 "per_query/win_loss_ndcg_cut_10.tsv", "plots/win_loss.png", "plots/ndcg_at_k.png"]:
         assert (repo / "results" / name).read_bytes() == (other / "results" / name).read_bytes(), name
 
 

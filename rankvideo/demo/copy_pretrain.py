@@ -65,7 +65,6 @@ def copy_pretrain(model_path: str, output, words: list[str], steps: int, batch_s
     """Train ``model_path`` (all weights, fp32, AdamW with weight decay 0.01, gradients clipped at 1)
     on repeated sequences of ``words``; save it to ``output``; returns the loss per step."""
     import torch
-    from tqdm import tqdm
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -75,7 +74,7 @@ def copy_pretrain(model_path: str, output, words: list[str], steps: int, batch_s
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     losses: list[float] = []
-    bar = tqdm(range(steps), desc="copy pretraining", unit="step", disable=not progress, file=sys.stderr)
+    bar = logs.progress(range(steps), desc="copy pretraining", unit="step", enabled=progress, logger=log)
     for step in bar:
         enc = tokenizer(repeated_texts(rng, words, batch_size), return_tensors="pt", padding=True,
                         padding_side="right").to(device)

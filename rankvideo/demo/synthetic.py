@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from rankvideo import config, logs
 from rankvideo.data import formats
@@ -352,7 +351,7 @@ def draw_videos(cfg: SyntheticConfig, rng: np.random.Generator, n: int | None = 
 
 
 def _render_all(videos: list[Video], cfg: SyntheticConfig, seed: np.random.SeedSequence, folder: Path, desc: str) -> None:
-    for video, video_seed in tqdm(list(zip(videos, seed.spawn(len(videos)))), desc=desc, unit="video"):
+    for video, video_seed in logs.progress(list(zip(videos, seed.spawn(len(videos)))), desc=desc, unit="video", logger=log):
         frames = render_frames(video, cfg, np.random.default_rng(video_seed))
         encode_mp4(folder / f"{video.video_id}.mp4", frames, cfg.fps, cfg.crf)
 

@@ -58,14 +58,12 @@ def caption_videos(ids: Sequence[str], resolver: VideoResolver, generator, outpu
 
 def _caption_videos(ids, resolver, generator, output, failures_path, settings, max_new_tokens, batch_size, model_name,
                     progress, messages, parse) -> dict:
-    from tqdm import tqdm
-
     done = formats.JsonlAppender(output, "doc_id")
     failures = FailureLog(failures_path)
     todo = [i for i in dict.fromkeys(ids) if i not in done]  # failed ones are tried again
     counts = {"asked": len(set(ids)), "already_done": len(set(ids)) - len(todo), "captioned": 0, "failed": 0,
               "empty": 0}
-    bar = tqdm(total=len(todo), desc=f"captions {model_name}", unit="video", disable=not progress, file=sys.stderr)
+    bar = logs.progress(total=len(todo), desc=f"captions {model_name}", unit="video", enabled=progress, logger=log)
     for start in range(0, len(todo), batch_size):
         batch = []
         for video_id in todo[start:start + batch_size]:

@@ -62,8 +62,6 @@ def evidence_for(doc: str, captions: dict[str, str], asr: dict[str, str] | None,
 def label_pairs(pairs, queries, captions, asr, teacher, output, batch_size: int, reasoning_maxlen: int,
                 captions_path=None, asr_path=None, progress: bool = True) -> dict:
     """Write one teacher record per pair not yet in ``output``; returns counts."""
-    from tqdm import tqdm
-
     done = formats.JsonlAppender(output, pair_key)
     missing_evidence = [(q, d) for q, d, _, _ in pairs if d not in captions or not captions[d].strip()]
     if missing_evidence:
@@ -73,7 +71,7 @@ def label_pairs(pairs, queries, captions, asr, teacher, output, batch_size: int,
     todo = [p for p in pairs if f"{p[0]}\t{p[1]}" not in done]
     counts = {"pairs": len(pairs), "already_done": len(pairs) - len(todo), "labelled": 0, "answer_missing": 0,
               "answer_malformed": 0, "yes": 0, "no": 0}
-    bar = tqdm(total=len(todo), desc=f"teacher {teacher.model_name}", unit="pair", disable=not progress, file=sys.stderr)
+    bar = logs.progress(total=len(todo), desc=f"teacher {teacher.model_name}", unit="pair", enabled=progress, logger=log)
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         evidence = [evidence_for(d, captions, asr, captions_path, asr_path) for _, d, _, _ in batch]

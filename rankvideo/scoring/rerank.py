@@ -177,8 +177,6 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
     ({video id: text}): each query is shown with its video's description; a video without one is
     recorded as a failure.
     """
-    from tqdm import tqdm
-
     output_dir = Path(output_dir)
     prepare_output_dir(output_dir, run_info or {}, restart)
     failures = FailureLog.in_dir(output_dir)
@@ -217,8 +215,8 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         video_id = item[0]
         return load_video(resolver.resolve(video_id), settings, video_id=video_id)
 
-    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"rerank {model_name}", unit="video",
-               disable=not progress, file=sys.stderr)
+    bar = logs.progress(total=len(ids), initial=len(ids) - len(todo), desc=f"rerank {model_name}", unit="video",
+                        enabled=progress, logger=log)
     loop_start = time.perf_counter()
     # the next videos are decoded in background threads while this one is scored (decoding is CPU work,
     # scoring mostly GPU work); each video is still decoded once (decode_counts)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rankvideo import models, provenance
+from rankvideo import logs, models, provenance
 from rankvideo.data import formats
 from rankvideo.video import VideoSettings, load_video
 
@@ -173,7 +173,8 @@ def training_arguments(settings: TrainSettings, checkpoint_dir: Path, **override
         bf16=bf16, gradient_checkpointing=settings.gradient_checkpointing, seed=settings.seed, data_seed=settings.seed,
         logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
         save_strategy="steps", report_to=[], remove_unused_columns=False,
-        dataloader_num_workers=dataloader_workers(settings), disable_tqdm=False, ddp_find_unused_parameters=False,
+        dataloader_num_workers=dataloader_workers(settings), ddp_find_unused_parameters=False,
+        disable_tqdm=not logs.interactive(),  # in a log file: a line per logging step, no bar frames
         use_cpu=device_kind() == "cpu",  # without it accelerate starts no process group on CPU (torchrun + gloo)
         **overrides)
 
