@@ -144,9 +144,10 @@ def test_a_model_trained_with_descriptions_is_scored_with_them(described, tmp_pa
     root, v2q = described["root"], described["v2q"]
     queries = formats.read_queries(root / "queries.tsv")
     # without the descriptions: a clear error, nothing scored
-    message = rerank.run(described["stage2"], v2q, queries, described["resolver"], tmp_path / "none", SETTINGS,
-                         options={"device": "cpu"}, progress=False)
-    assert isinstance(message, str) and "--descriptions" in message
+    with pytest.raises(rerank.RerankInputError, match="--descriptions"):
+        rerank.run(described["stage2"], v2q, queries, described["resolver"], tmp_path / "none", SETTINGS,
+                   options={"device": "cpu"}, progress=False)
+    assert not (tmp_path / "none").exists()
     # with them: every pair scored; a video without a description is a recorded failure
     partial = tmp_path / "partial.jsonl"
     formats.write_jsonl(partial, [r for r in formats.read_jsonl(root / "descriptions.jsonl") if r["doc_id"] != "v0003"])
@@ -174,8 +175,8 @@ def test_a_model_trained_with_descriptions_is_scored_with_them(described, tmp_pa
     record = formats.read_json(old / "rankvideo_training.json")
     assert record["descriptions"] == prompts.DESCRIPTION_LAYOUT
     formats.write_json(old / "rankvideo_training.json", {**record, "descriptions": True})
-    message = rerank.run(str(old), v2q, queries, described["resolver"], tmp_path / "old", SETTINGS,
-                         options={"device": "cpu"}, progress=False, descriptions=partial)
-    assert isinstance(message, str) and "after the query" in message and "train_stage2" in message
+    with pytest.raises(ValueError, match="after the query.*train_stage2"):
+        rerank.run(str(old), v2q, queries, described["resolver"], tmp_path / "old", SETTINGS,
+                   options={"device": "cpu"}, progress=False, descriptions=partial)
     with pytest.raises(ValueError, match="after the query"):
         VLMReranker(str(old), device="cpu", video_settings=SETTINGS)

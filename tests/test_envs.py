@@ -138,8 +138,8 @@ ABSENT_BY_DESIGN = {
     ("train", "vllm"): "rankvideo.backends.vllm",
     # rankvideo.training.common's LoRA setup (in a function); the CPU/HF and vLLM rules reach that module
     # only for checkpoint hashes and records (launch.package_env, training.common.file_sha256)
-    ("rankvideo", "peft"): "rankvideo.training.common.prepare_model",
-    ("vllm", "peft"): "rankvideo.training.common.prepare_model",
+    ("rankvideo", "peft"): ("rankvideo.training.common.prepare_model", "rankvideo.training.common.merge_adapters"),
+    ("vllm", "peft"): ("rankvideo.training.common.prepare_model", "rankvideo.training.common.merge_adapters"),
     # rankvideo.evaluation.evaluate, imported (in a function) by rerank.gather — rule gather_rerank, envs/rankvideo.yaml;
     # the vLLM rerank step runs rerank.run_shard
     ("vllm", "pandas"): ("rankvideo.evaluation.evaluate", "rankvideo.evaluation.metrics"),  # metrics: rules evaluate/metrics
@@ -239,11 +239,14 @@ def test_absent_by_design_names_the_only_importer():
                     module = ".".join(path.relative_to(REPO).with_suffix("").parts)
                     importers.setdefault(module, set()).update(inside or ["<module>"])
         places = (places,) if isinstance(places, str) else places
-        modules = {where if module_file(where) else where.rsplit(".", 1)[0]: where for where in places}
+        modules: dict[str, set[str]] = {}  # module -> the functions importing it ({} for a module-level import)
+        for where in places:
+            module = where if module_file(where) else where.rsplit(".", 1)[0]
+            modules.setdefault(module, set()).update(set() if module == where else {where.rsplit(".", 1)[1]})
         assert set(importers) == set(modules), (dist, importers)
-        for module, where in modules.items():
-            if module != where:
-                assert importers[module] == {where.rsplit(".", 1)[1]}, (dist, importers)
+        for module, functions in modules.items():
+            if functions:
+                assert importers[module] == functions, (dist, importers)
 
 
 def test_vllm_steps_reach_vllm_and_training_reaches_peft():

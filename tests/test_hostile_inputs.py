@@ -346,7 +346,7 @@ def test_a_symlinked_failures_file_is_not_written_through(world, tmp_path, capsy
 
 def hold_lock(folder: Path, lock_file: Path | None = None) -> subprocess.Popen:
     """Another process holding the lock of ``folder`` until killed."""
-    code = ("import sys, time; from rankvideo import formats; "
+    code = ("import sys, time; from rankvideo.data import formats; "
             f"lock = formats.DirLock({str(folder)!r}, {None if lock_file is None else str(lock_file)!r}).__enter__(); "
             "print('locked', flush=True); time.sleep(600)")
     process = subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, text=True)

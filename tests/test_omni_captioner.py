@@ -137,5 +137,5 @@ def test_vllm_backend_names_the_omni_config_fields_it_lacks(omni, tmp_path, monk
         model_kind(old, LoadOptions())
     monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "cache"))  # the engine sets both; restored after the test
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
-    with pytest.raises(ValueError, match="make_tiny_model --kind omni"):
+    with pytest.raises(ValueError, match="demo.tiny_model --kind omni"):
         _Engine(str(old), multimodal=True)
