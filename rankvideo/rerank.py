@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 RUN_INFO = formats.RERANK_RUN_INFO
 SUMMARY = formats.RERANK_SUMMARY
+COMPILE_CACHE = ".compile_cache"  # beside a run's shard folders: torch.compile's caches, shared by its shard jobs
 
 
 class OutputDirError(ValueError):
@@ -77,10 +79,11 @@ class RerankSummary:
                 f"score {self.seconds_scoring:.1f} s)")
 
 
-def prefetched(items: Sequence, load: Callable, ahead: int = 1):
+def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | None = None):
     """Yield ``(item, loaded, error, seconds, waited)`` for ``items`` in order, loading up to ``ahead``
-    items in as many background threads while the caller works on the current one (``ahead=0``: load
-    in the caller's thread). ``error`` is the :class:`VideoError` that ``load`` raised (``loaded`` is None then);
+    items in background threads while the caller works on the current one (``ahead=0``: load in the
+    caller's thread). ``workers``: threads loading at once (default ``ahead``; more than ``ahead``
+    raises ``ahead`` to it, so that every worker has an item). ``error`` is the :class:`VideoError` that ``load`` raised (``loaded`` is None then);
     any other exception is raised here. ``seconds``: time ``load`` took; ``waited``: time the caller
     was blocked on it. Each item is loaded exactly once."""
     from collections import deque
@@ -94,12 +97,15 @@ def prefetched(items: Sequence, load: Callable, ahead: int = 1):
             return None, error, time.perf_counter() - start
 
     items = list(items)
+    workers = max(1, workers if workers else ahead)
+    if ahead > 0:
+        ahead = max(ahead, workers)
     if ahead <= 0:
         for item in items:
             loaded, error, seconds = run(item)
             yield item, loaded, error, seconds, seconds
         return
-    with ThreadPoolExecutor(ahead, thread_name_prefix="rankvideo-decode") as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="rankvideo-decode") as pool:
         pending = deque(pool.submit(run, item) for item in items[:ahead])
         for index, item in enumerate(items):
             start = time.perf_counter()
@@ -108,6 +114,28 @@ def prefetched(items: Sequence, load: Callable, ahead: int = 1):
             if index + ahead < len(items):
                 pending.append(pool.submit(run, items[index + ahead]))
             yield item, loaded, error, seconds, waited
+
+
+def default_decode_workers() -> int:
+    """Decoding threads for a job: the CPUs this process may run on (its affinity: a Slurm or cgroup
+    allotment, not the whole node), less one for the scoring loop, at most 8."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus - 1))
+
+
+def use_compile_cache(folder) -> None:
+    """Keep torch.compile's caches (Inductor's FX graph and AOTAutograd caches, Triton's kernels) in
+    ``folder``, shared by the shard jobs of one run: the first job compiles, the others load."""
+    import os
+
+    folder = Path(folder).resolve()  # made by torch when it first writes (never on the CPU, where nothing compiles)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
 
 
 def code_version() -> str:
@@ -181,12 +209,14 @@ def prepare_output_dir(output_dir: Path, run_info: dict, restart: bool) -> None:
 def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str], resolver: VideoResolver,
            output_dir: str | Path, score_video: Callable, model_name: str, settings: VideoSettings,
            video_ids: Sequence[str] | None = None, run_info: dict | None = None, restart: bool = False,
-           progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None) -> RerankSummary:
+           progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None,
+           decode_workers: int | None = None) -> RerankSummary:
     """Score the videos ``video_ids`` (default: all of video2queries) into ``output_dir``.
 
     ``score_video(loaded_video, [query texts], description) -> [score dicts]`` is a backend's or
     VLMReranker's method. The next ``decode_ahead`` videos are decoded in background threads while
-    the current one is scored (0: decode, then score, one after the other). ``descriptions``
+    the current one is scored (0: decode, then score, one after the other), by ``decode_workers``
+    threads (default :func:`default_decode_workers`; ``decode_ahead`` is raised to it). ``descriptions``
     ({video id: text}): each query is shown with its video's description; a video without one is
     recorded as a failure.
     """
@@ -235,7 +265,12 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
     loop_start = time.perf_counter()
     # the next videos are decoded in background threads while this one is scored (decoding is CPU work,
     # scoring mostly GPU work); each video is still decoded once (decode_counts)
-    for (video_id, qids, out_path), video, error, seconds, waited in prefetched(todo, decode, ahead=decode_ahead):
+    workers = decode_workers or default_decode_workers()
+    if decode_ahead > 0:
+        log.info("decoding in %d background threads, up to %d videos ahead", workers, max(decode_ahead, workers))
+    compile_stats = getattr(getattr(score_video, "__self__", None), "compile_stats", None)
+    for (video_id, qids, out_path), video, error, seconds, waited in prefetched(todo, decode, ahead=decode_ahead,
+                                                                                   workers=workers):
         summary.seconds_decoding += seconds
         summary.seconds_waiting_for_decode += waited
         if error is not None:
@@ -252,6 +287,8 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         failures.discard(video_id)  # a retry that worked: the old failure record goes
         summary.videos_scored += 1
         summary.pairs_scored += len(qids)
+        if compile_stats is not None and summary.videos_scored == 1:
+            log.info("job stats after the first video: %s", json.dumps(compile_stats()))
         elapsed = time.perf_counter() - loop_start
         bar.update(1)
         bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
@@ -268,6 +305,8 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         log.warning("%d query ids of video2queries are not in the query file and were not scored: %s",
                     len(unknown), ", ".join(sorted(unknown)[:10]) + (" ..." if len(unknown) > 10 else ""))
     write_summary(output_dir, summary, ids)
+    if compile_stats is not None:
+        log.info("job stats at the end: %s", json.dumps(compile_stats()))
     log.info("%s", summary.line())
     return summary
 
@@ -356,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor_parallel_size")
     parser.add_argument("--decode-ahead", type=int, default=2,
                         help="videos decoded in background threads while one is scored (0: no overlap)")
+    parser.add_argument("--decode-workers", type=int, default=None,
+                        help="threads decoding videos at once (default: the CPUs this job may use, less one, at most 8)")
+    parser.add_argument("--compile-cache", help="folder for torch.compile's caches (hf), shared by the shard jobs of "
+                                                "one run: later jobs load what the first compiled")
     parser.add_argument("--restart", action="store_true", help="clear scores made with other settings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -383,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
                       answer_tokens=args.answer_tokens, descriptions=args.descriptions,
                       progress=not args.no_progress, decode_ahead=args.decode_ahead,
+                      decode_workers=args.decode_workers, compile_cache=args.compile_cache,
                       options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                               query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
                                               tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
@@ -464,10 +508,11 @@ def resolve_answer_tokens(model: str, answer_tokens: str, record: dict | None = 
 def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
         backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
         progress: bool = True, options: dict | None = None, decode_ahead: int = 2,
-        answer_tokens: str = "auto", descriptions=None) -> RerankSummary | str:
+        answer_tokens: str = "auto", descriptions=None, decode_workers: int | None = None,
+        compile_cache=None) -> RerankSummary | str:
     """Load the backend and rerank; returns the summary, or an error message for bad input.
     ``descriptions``: JSONL {doc_id, text} of video descriptions, required for a model trained with
-    them (its training record says so)."""
+    them (its training record says so). ``compile_cache``: see :func:`use_compile_cache`."""
     from . import backends, models
     from .training.common import file_sha256
 
@@ -505,11 +550,13 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
         if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
             score_video = None
         else:
+            if compile_cache and backend == "hf":
+                use_compile_cache(compile_cache)
             score_video = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
                                           **(options or {})).score_video
         return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
                       video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
-                      decode_ahead=decode_ahead, descriptions=described)
+                      decode_ahead=decode_ahead, descriptions=described, decode_workers=decode_workers)
     except (models.ModelNotFoundError, OutputDirError) as error:
         return str(error)
 
@@ -542,7 +589,8 @@ def run_shard(model: str, video2queries_path, queries_path, videos: dict, output
     summary = run(model, video2queries, formats.read_queries(queries_path), resolver, output_dir, settings,
                   video_ids=sorted(video2queries)[start:end], backend=rerank_config["backend"], model_name=model_name,
                   prompt_variant=rerank_config["prompt_variant"], restart=True, options=options,
-                  answer_tokens=rerank_config["answer_tokens"], descriptions=descriptions)
+                  answer_tokens=rerank_config["answer_tokens"], descriptions=descriptions,
+                  compile_cache=Path(output_dir).parent / COMPILE_CACHE)
     if isinstance(summary, str):
         raise ValueError(summary)
     if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done):

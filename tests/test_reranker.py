@@ -201,20 +201,33 @@ def test_unknown_model_fails_with_one_sentence(tmp_path, monkeypatch):
         resolve(tmp_path / "empty")
 
 
-def test_batched_vision_attention_equals_transformers_own(backend, videos):
-    """The one-call-per-video vision attention gives the stock per-frame-group result."""
+def test_batched_vision_attention_equals_transformers_own(backend, videos, monkeypatch):
+    """The one-call-per-video vision attention gives the stock per-frame-group result; it is set on the
+    model's attention modules, never on the transformers class (issue 25)."""
     import torch
+    from transformers.models.qwen3_vl import modeling_qwen3_vl
 
     video = load_video(videos[1], SETTINGS)
     inputs = backend._processor_inputs([backend.split_prompt("a red circle")[0]], video)
     visual = backend.model.model.visual
-    attn_cls = type(visual.blocks[0].attn)
+    attn = visual.blocks[0].attn
+    assert type(attn).forward is modeling_qwen3_vl.Qwen3VLVisionAttention.forward
+    assert type(attn).forward.__module__ == modeling_qwen3_vl.__name__ and "forward" in vars(attn)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(q, *args, **kwargs):
+        calls.append(tuple(q.shape))
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    groups = int(inputs["video_grid_thw"][0, 0])
     with torch.no_grad():
         batched = visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"]).pooler_output
-        patched = attn_cls.forward
-        attn_cls.forward = attn_cls._rankvideo_original_forward
+        assert len(calls) == len(visual.blocks) and all(shape[0] == groups for shape in calls)  # one call a layer
+        backend.model._rankvideo_batched_vision = False
         try:
             stock = visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"]).pooler_output
         finally:
-            attn_cls.forward = patched
+            backend._activate()
     assert torch.allclose(torch.cat(list(batched)), torch.cat(list(stock)), atol=1e-5)

@@ -54,3 +54,54 @@ def test_prefetched_raises_other_errors():
 
     with pytest.raises(KeyError):
         list(prefetched(["x"], load, ahead=1))
+
+
+def test_prefetched_workers_load_several_items_at_once():
+    """``workers`` threads decode at the same time (and ``ahead`` is raised to keep them busy)."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def load(item):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return item
+
+    out = list(prefetched(range(8), load, ahead=1, workers=4))
+    assert [o[0] for o in out] == list(range(8)) and [o[1] for o in out] == list(range(8))
+    assert most[0] > 1  # with ahead=1 alone, one load at a time
+    most[0] = 0
+    list(prefetched(range(4), load, ahead=1))
+    assert most[0] == 1
+
+
+def test_default_decode_workers_follow_the_cpus_this_process_may_use(monkeypatch):
+    import os
+
+    from rankvideo import rerank
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert rerank.default_decode_workers() == 5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert rerank.default_decode_workers() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert rerank.default_decode_workers() == 8
+
+
+def test_compile_cache_flag_points_torch_at_the_folder(tmp_path, monkeypatch):
+    import os
+
+    from rankvideo import rerank
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    args = rerank.build_parser().parse_args(["--model", "m", "--video2queries", "v", "--query-mapping", "q",
+                                             "--output-dir", "o", "--compile-cache", str(tmp_path / "cc"),
+                                             "--decode-workers", "3"])
+    assert args.compile_cache == str(tmp_path / "cc") and args.decode_workers == 3
+    rerank.use_compile_cache(args.compile_cache)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "cc").resolve())
+    assert os.environ["TRITON_CACHE_DIR"] == str((tmp_path / "cc" / "triton").resolve())
