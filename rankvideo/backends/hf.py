@@ -572,6 +572,12 @@ def _install_compiled(model) -> None:
     for name in ("recompile_limit", "cache_size_limit"):  # per code object: masked/causal call forms
         if dynamo_config is not None and isinstance(getattr(dynamo_config, name, None), int):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
+    try:  # no "duck sizing": a length that happens to equal a fixed width (e.g. a head size) stays a symbol
+        from torch.fx.experimental import _config as shape_config
+
+        shape_config.use_duck_shape = False
+    except (ImportError, AttributeError):
+        pass
     visual = getattr(model.model, "visual", None)
     for block in getattr(visual, "blocks", None) or []:
         _compile_forward(block, state, cache_free=False, kind="vision_block")
