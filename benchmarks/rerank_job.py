@@ -205,7 +205,8 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
                TRITON_CACHE_DIR=str(cache / "triton"), TORCH_LOGS="recompiles", PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
                str(work / "video2queries.json"), "--query-mapping", str(work / "queries.tsv"), "--video-dir",
-               str(work / "videos"), "--output-dir", str(out_dir), "--no-progress", "--model-name", "m", *extra]
+               str(work / "videos"), "--output-dir", str(out_dir), "--no-progress", "--model-name", "m",
+               "--query-batch-size", "64", *extra]  # the config default (the device has no jsonschema to read it)
     if args.tiny:
         command += ["--fps", "2", "--max-frames", "4", "--tokens-per-frame", "4", "--device", "cpu"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
