@@ -348,6 +348,10 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, default=160)
     parser.add_argument("--runs", default="cold,warm", help="cold,warm for every code version, in this order")
     parser.add_argument("--extra", action="append", default=[], help="NAME=ARGS: more CLI arguments for one version")
+    parser.add_argument("--kinds", action="append", default=[],
+                        help="NAME=warm: only these runs for one version (its cache folder: --cache-of)")
+    parser.add_argument("--cache-of", action="append", default=[],
+                        help="NAME=OTHER: NAME uses OTHER's compile cache folder (e.g. warm after OTHER's cold run)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip runs that would start after this")
     parser.add_argument("--run-timeout-s", type=float, default=300)
     parser.add_argument("--tiny", action="store_true")
@@ -397,9 +401,11 @@ def main(argv=None) -> int:
     extra = {k: v.split() for k, v in (e.split("=", 1) for e in args.extra)}
     codes = [(name, Path(folder).resolve()) for name, folder in (c.split("=", 1) for c in args.code)]
     all_scores = {}
+    kinds = dict(k.split("=", 1) for k in args.kinds)
+    cache_of = dict(c.split("=", 1) for c in args.cache_of)
     for name, folder in codes:
-        cache = work / f"cache_{name}"
-        for kind in args.runs.split(","):
+        cache = work / f"cache_{cache_of.get(name, name)}"
+        for kind in kinds.get(name, args.runs).split(","):
             run_name = f"{name}_{kind}"
             if time.perf_counter() - t0 > args.budget_s:
                 result["notes"].append(f"{run_name}: not run (over --budget-s)")

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import formats, logs, prompts
-from .video import FailureLog, VideoError, VideoResolver, VideoSettings, decode_counts, load_video
+from .video import (FailureLog, VideoError, VideoResolver, VideoSettings, add_decode_counts, decode_counts,
+                    load_video)
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +80,24 @@ class RerankSummary:
                 f"score {self.seconds_scoring:.1f} s)")
 
 
-def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | None = None):
+def _timed_load(load, item):
+    start = time.perf_counter()
+    try:
+        return load(item), None, time.perf_counter() - start
+    except VideoError as error:
+        return None, error, time.perf_counter() - start
+
+
+def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | None = None, executor=None):
     """Yield ``(item, loaded, error, seconds, waited)`` for ``items`` in order, loading up to ``ahead``
     items in background threads while the caller works on the current one (``ahead=0``: load in the
     caller's thread). ``workers``: threads loading at once (default ``ahead``; more than ``ahead``
-    raises ``ahead`` to it, so that every worker has an item). ``error`` is the :class:`VideoError` that ``load`` raised (``loaded`` is None then);
+    raises ``ahead`` to it, so that every worker has an item). ``executor``: a ready pool to load in
+    (e.g. processes; ``load`` must then be picklable), instead of threads of this function's own. ``error`` is the :class:`VideoError` that ``load`` raised (``loaded`` is None then);
     any other exception is raised here. ``seconds``: time ``load`` took; ``waited``: time the caller
     was blocked on it. Each item is loaded exactly once."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
-
-    def run(item):
-        start = time.perf_counter()
-        try:
-            return load(item), None, time.perf_counter() - start
-        except VideoError as error:
-            return None, error, time.perf_counter() - start
 
     items = list(items)
     workers = max(1, workers if workers else ahead)
@@ -102,17 +105,21 @@ def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | N
         ahead = max(ahead, workers)
     if ahead <= 0:
         for item in items:
-            loaded, error, seconds = run(item)
+            loaded, error, seconds = _timed_load(load, item)
             yield item, loaded, error, seconds, seconds
         return
-    with ThreadPoolExecutor(workers, thread_name_prefix="rankvideo-decode") as pool:
-        pending = deque(pool.submit(run, item) for item in items[:ahead])
+    import contextlib
+
+    owned = executor is None
+    with (ThreadPoolExecutor(workers, thread_name_prefix="rankvideo-decode") if owned
+          else contextlib.nullcontext(executor)) as pool:
+        pending = deque(pool.submit(_timed_load, load, item) for item in items[:ahead])
         for index, item in enumerate(items):
             start = time.perf_counter()
             loaded, error, seconds = pending.popleft().result()
             waited = time.perf_counter() - start
             if index + ahead < len(items):
-                pending.append(pool.submit(run, items[index + ahead]))
+                pending.append(pool.submit(_timed_load, load, items[index + ahead]))
             yield item, loaded, error, seconds, waited
 
 
@@ -126,6 +133,38 @@ def default_decode_workers() -> int:
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return max(1, min(8, cpus - 1))
+
+
+def _decode_worker_init(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def _decode_job(settings: VideoSettings, job) -> tuple:
+    """In a decode process: (video, {path: decodes}) of ``job`` = (video_id, path or VideoError)."""
+    video_id, path = job[0], job[-1]
+    if isinstance(path, VideoError):
+        raise path
+    before = decode_counts()
+    video = load_video(path, settings, video_id=video_id)
+    return video, {p: n - before.get(p, 0) for p, n in decode_counts().items() if n != before.get(p, 0)}
+
+
+def decode_processes(workers: int):
+    """A pool of ``workers`` decoding processes (forkserver: a clean process, not a fork of one that holds
+    a GPU context and threads), each with its share of the CPUs for torch's resize."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["rankvideo.rerank"])
+    threads = max(1, default_decode_workers() // workers) if hasattr(os, "sched_getaffinity") else 1
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_decode_worker_init, initargs=(threads,))
 
 
 def use_compile_cache(folder) -> None:
@@ -210,13 +249,14 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
            output_dir: str | Path, score_video: Callable, model_name: str, settings: VideoSettings,
            video_ids: Sequence[str] | None = None, run_info: dict | None = None, restart: bool = False,
            progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None,
-           decode_workers: int | None = None) -> RerankSummary:
+           decode_workers: int | None = None, decode_in_processes: bool = False) -> RerankSummary:
     """Score the videos ``video_ids`` (default: all of video2queries) into ``output_dir``.
 
     ``score_video(loaded_video, [query texts], description) -> [score dicts]`` is a backend's or
     VLMReranker's method. The next ``decode_ahead`` videos are decoded in background threads while
     the current one is scored (0: decode, then score, one after the other), by ``decode_workers``
-    threads (default :func:`default_decode_workers`; ``decode_ahead`` is raised to it). ``descriptions``
+    threads (default :func:`default_decode_workers`; ``decode_ahead`` is raised to it), or processes with
+    ``decode_in_processes`` (decoding then takes no GIL from the scoring thread). ``descriptions``
     ({video id: text}): each query is shown with its video's description; a video without one is
     recorded as a failure.
     """
@@ -260,38 +300,61 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         video_id = item[0]
         return load_video(resolver.resolve(video_id), settings, video_id=video_id)
 
+    def resolved(video_id):  # paths found here, decoded in a worker process
+        try:
+            return resolver.resolve(video_id)
+        except VideoError as error:
+            return error
+
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"rerank {model_name}", unit="video",
                disable=not progress, file=sys.stderr)
     loop_start = time.perf_counter()
     # the next videos are decoded in background threads while this one is scored (decoding is CPU work,
     # scoring mostly GPU work); each video is still decoded once (decode_counts)
     workers = decode_workers or default_decode_workers()
+    executor = None
+    if decode_ahead > 0 and decode_in_processes and todo:
+        import functools
+
+        executor = decode_processes(workers)
+        decode = functools.partial(_decode_job, settings)
+        todo = [(*item, resolved(item[0])) for item in todo]
     if decode_ahead > 0:
-        log.info("decoding in %d background threads, up to %d videos ahead", workers, max(decode_ahead, workers))
+        log.info("decoding in %d background %s, up to %d videos ahead", workers,
+                 "processes" if executor else "threads", max(decode_ahead, workers))
     compile_stats = getattr(getattr(score_video, "__self__", None), "compile_stats", None)
-    for (video_id, qids, out_path), video, error, seconds, waited in prefetched(todo, decode, ahead=decode_ahead,
-                                                                                   workers=workers):
-        summary.seconds_decoding += seconds
-        summary.seconds_waiting_for_decode += waited
-        if error is not None:
-            failures.replace(video_id, error.path, error.reason)
-            summary.videos_failed += 1
-            log.warning("video %s: %s (%s); skipped", video_id, error.reason, error.path)
+    try:
+        for (video_id, qids, out_path, *_), loaded, error, seconds, waited in prefetched(
+                todo, decode, ahead=decode_ahead, workers=workers, executor=executor):
+            if executor is not None and loaded is not None:
+                video, counts = loaded
+                add_decode_counts(counts)
+            else:
+                video = loaded
+            summary.seconds_decoding += seconds
+            summary.seconds_waiting_for_decode += waited
+            if error is not None:
+                failures.replace(video_id, error.path, error.reason)
+                summary.videos_failed += 1
+                log.warning("video %s: %s (%s); skipped", video_id, error.reason, error.path)
+                bar.update(1)
+                continue
+            start = time.perf_counter()
+            description = descriptions[video_id] if descriptions is not None else None
+            scores = score_video(video, [queries[q] for q in qids], description)
+            summary.seconds_scoring += time.perf_counter() - start
+            formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
+            failures.discard(video_id)  # a retry that worked: the old failure record goes
+            summary.videos_scored += 1
+            summary.pairs_scored += len(qids)
+            if compile_stats is not None and summary.videos_scored == 1:
+                log.info("job stats after the first video: %s", json.dumps(compile_stats()))
+            elapsed = time.perf_counter() - loop_start
             bar.update(1)
-            continue
-        start = time.perf_counter()
-        description = descriptions[video_id] if descriptions is not None else None
-        scores = score_video(video, [queries[q] for q in qids], description)
-        summary.seconds_scoring += time.perf_counter() - start
-        formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
-        failures.discard(video_id)  # a retry that worked: the old failure record goes
-        summary.videos_scored += 1
-        summary.pairs_scored += len(qids)
-        if compile_stats is not None and summary.videos_scored == 1:
-            log.info("job stats after the first video: %s", json.dumps(compile_stats()))
-        elapsed = time.perf_counter() - loop_start
-        bar.update(1)
-        bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
+            bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
     bar.close()
     summary.seconds_total = time.perf_counter() - loop_start
     summary.unknown_queries = sorted(unknown)
@@ -397,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="videos decoded in background threads while one is scored (0: no overlap)")
     parser.add_argument("--decode-workers", type=int, default=None,
                         help="threads decoding videos at once (default: the CPUs this job may use, less one, at most 8)")
+    parser.add_argument("--decode-in", choices=["auto", "threads", "processes"], default="auto",
+                        help="decode in background threads or processes (auto: processes for hf on a GPU)")
     parser.add_argument("--compile-cache", help="folder for torch.compile's caches (hf), shared by the shard jobs of "
                                                 "one run: later jobs load what the first compiled")
     parser.add_argument("--restart", action="store_true", help="clear scores made with other settings")
@@ -426,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
                       answer_tokens=args.answer_tokens, descriptions=args.descriptions,
                       progress=not args.no_progress, decode_ahead=args.decode_ahead,
-                      decode_workers=args.decode_workers, compile_cache=args.compile_cache,
+                      decode_workers=args.decode_workers, compile_cache=args.compile_cache, decode_in=args.decode_in,
                       options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                               query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
                                               tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
@@ -509,10 +574,12 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
         backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
         progress: bool = True, options: dict | None = None, decode_ahead: int = 2,
         answer_tokens: str = "auto", descriptions=None, decode_workers: int | None = None,
-        compile_cache=None) -> RerankSummary | str:
+        compile_cache=None, decode_in: str = "auto") -> RerankSummary | str:
     """Load the backend and rerank; returns the summary, or an error message for bad input.
     ``descriptions``: JSONL {doc_id, text} of video descriptions, required for a model trained with
-    them (its training record says so). ``compile_cache``: see :func:`use_compile_cache`."""
+    them (its training record says so). ``compile_cache``: see :func:`use_compile_cache`. ``decode_in``:
+    ``threads``, ``processes`` or ``auto`` (processes for the hf backend on a GPU, where the scoring
+    thread's Python must not wait for the GIL; threads elsewhere)."""
     from . import backends, models
     from .training.common import file_sha256
 
@@ -556,7 +623,9 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
                                           **(options or {})).score_video
         return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
                       video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
-                      decode_ahead=decode_ahead, descriptions=described, decode_workers=decode_workers)
+                      decode_ahead=decode_ahead, descriptions=described, decode_workers=decode_workers,
+                      decode_in_processes=decode_in == "processes" or (
+                          decode_in == "auto" and backend == "hf" and scoring.get("device") == "cuda"))
     except (models.ModelNotFoundError, OutputDirError) as error:
         return str(error)
 
