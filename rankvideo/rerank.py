@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decode-workers", type=int, default=None,
                         help="threads decoding videos at once (default: the CPUs this job may use, less one, at most 8)")
     parser.add_argument("--decode-in", choices=["auto", "threads", "processes"], default="auto",
-                        help="decode in background threads or processes (auto: processes for hf on a GPU)")
+                        help="decode in background threads (auto, the default) or processes")
     parser.add_argument("--compile-cache", help="folder for torch.compile's caches (hf), shared by the shard jobs of "
                                                 "one run: later jobs load what the first compiled")
     parser.add_argument("--restart", action="store_true", help="clear scores made with other settings")
@@ -578,8 +578,9 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     """Load the backend and rerank; returns the summary, or an error message for bad input.
     ``descriptions``: JSONL {doc_id, text} of video descriptions, required for a model trained with
     them (its training record says so). ``compile_cache``: see :func:`use_compile_cache`. ``decode_in``:
-    ``threads``, ``processes`` or ``auto`` (processes for the hf backend on a GPU, where the scoring
-    thread's Python must not wait for the GIL; threads elsewhere)."""
+    ``threads`` (also ``auto``, the default) or ``processes``. Processes were measured slower on an H200
+    with 16 CPUs (benchmarks/results/rerank_job_nvidia-h200.md: the pool's start delays the first
+    video by ~13 s and each decode runs on one torch thread), so threads stay the default."""
     from . import backends, models
     from .training.common import file_sha256
 
@@ -624,8 +625,7 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
         return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
                       video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
                       decode_ahead=decode_ahead, descriptions=described, decode_workers=decode_workers,
-                      decode_in_processes=decode_in == "processes" or (
-                          decode_in == "auto" and backend == "hf" and scoring.get("device") == "cuda"))
+                      decode_in_processes=decode_in == "processes")
     except (models.ModelNotFoundError, OutputDirError) as error:
         return str(error)
 
