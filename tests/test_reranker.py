@@ -231,3 +231,38 @@ def test_batched_vision_attention_equals_transformers_own(backend, videos, monke
         finally:
             backend._activate()
     assert torch.allclose(torch.cat(list(batched)), torch.cat(list(stock)), atol=1e-5)
+
+
+def test_compiled_layers_compile_once_for_all_video_sizes_lengths_and_query_counts(tiny_vlm, tmp_path, monkeypatch):
+    """compile=True (dynamo with its eager backend here, so the test needs no C compiler): after the first
+    video's two call forms (several queries, one query), videos of other frame sizes (other frame-group
+    sizes h*w), other lengths and other query counts add no graph; scores as without compiling."""
+    import torch
+
+    from rankvideo.backends.hf import HFBackend
+    from tests.videos import X264, encode
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend="eager", **kwargs))
+    torch._dynamo.reset()
+    compiled = HFBackend(tiny_vlm, local_files_only=True, compile=True)
+    eager = HFBackend.from_model(compiled.model, compiled.processor, compile=False)
+    settings = VideoSettings.with_tokens(fps=2.0, max_frames=8, tokens_per_frame=4)
+    clips = [(128, 96, 8), (96, 128, 4), (160, 96, 6), (128, 128, 8)]  # width, height, frames at 2 fps
+    loaded = [load_video(encode(tmp_path / f"c{i}.mp4", codec="libx264", width=w, height=h, n_frames=n, rate=2,
+                                options=X264), settings) for i, (w, h, n) in enumerate(clips)]
+    assert len({tuple(v.frames.shape) for v in loaded}) == 4
+    try:
+        first = compiled.score_video(loaded[0], QUERIES[:3]) + compiled.score_video(loaded[0], QUERIES[:1])
+        after_first = compiled.compile_stats()
+        assert after_first["graphs_per_kind"]["vision_block"] == 1
+        later = [compiled.score_video(video, QUERIES[:q]) for video, q in zip(loaded[1:], (2, 1, 4))]
+        stats = compiled.compile_stats()
+        assert stats["graphs_per_kind"] == after_first["graphs_per_kind"]
+        assert stats["frames_compiled"] == after_first["frames_compiled"]
+        reference = eager.score_video(loaded[0], QUERIES[:3]) + eager.score_video(loaded[0], QUERIES[:1])
+        reference_later = [eager.score_video(video, QUERIES[:q]) for video, q in zip(loaded[1:], (2, 1, 4))]
+    finally:
+        torch._dynamo.reset()
+    for a, b in zip(first + [s for v in later for s in v], reference + [s for v in reference_later for s in v]):
+        assert a["logit_delta"] == pytest.approx(b["logit_delta"], abs=1e-5)

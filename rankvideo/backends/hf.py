@@ -311,7 +311,9 @@ class HFBackend:
                     & ((token_segment[None, :] < 0) | (token_segment[None, :] == token_segment[rows_from:, None])))[None, None]
             if self._split_attention:  # as an additive bias, rows 16-byte aligned (what the kernel needs)
                 dtype = self.model.dtype
-                bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8), torch.finfo(dtype).min, dtype=dtype,
+                # 8 columns more than the alignment needs: the row stride never equals the length, else a
+                # compiled layer would keep one graph for lengths that are multiples of 8 and one for the rest
+                bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8 + 8), torch.finfo(dtype).min, dtype=dtype,
                                   device=self.device)
                 mask = bias[..., :total].masked_fill_(mask, 0)
         model_inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("pixel_values_videos", "video_grid_thw")}
