@@ -380,6 +380,12 @@ def decode_counts() -> dict[str, int]:
         return dict(_DECODES)
 
 
+def add_decode_counts(counts: dict[str, int]) -> None:
+    """Add decodes made in another process (a decode worker's :func:`decode_counts`) to this one's."""
+    with _COUNT_LOCK:
+        _DECODES.update(counts)
+
+
 def reset_decode_count() -> None:
     with _COUNT_LOCK:
         _DECODES.clear()

@@ -201,20 +201,68 @@ def test_unknown_model_fails_with_one_sentence(tmp_path, monkeypatch):
         resolve(tmp_path / "empty")
 
 
-def test_batched_vision_attention_equals_transformers_own(backend, videos):
-    """The one-call-per-video vision attention gives the stock per-frame-group result."""
+def test_batched_vision_attention_equals_transformers_own(backend, videos, monkeypatch):
+    """The one-call-per-video vision attention gives the stock per-frame-group result; it is set on the
+    model's attention modules, never on the transformers class (issue 25)."""
     import torch
+    from transformers.models.qwen3_vl import modeling_qwen3_vl
 
     video = load_video(videos[1], SETTINGS)
     inputs = backend._processor_inputs([backend.split_prompt("a red circle")[0]], video)
     visual = backend.model.model.visual
-    attn_cls = type(visual.blocks[0].attn)
+    attn = visual.blocks[0].attn
+    assert type(attn).forward is modeling_qwen3_vl.Qwen3VLVisionAttention.forward
+    assert type(attn).forward.__module__ == modeling_qwen3_vl.__name__ and "forward" in vars(attn)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(q, *args, **kwargs):
+        calls.append(tuple(q.shape))
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    groups = int(inputs["video_grid_thw"][0, 0])
     with torch.no_grad():
         batched = visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"]).pooler_output
-        patched = attn_cls.forward
-        attn_cls.forward = attn_cls._rankvideo_original_forward
+        assert len(calls) == len(visual.blocks) and all(shape[0] == groups for shape in calls)  # one call a layer
+        backend.model._rankvideo_batched_vision = False
         try:
             stock = visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"]).pooler_output
         finally:
-            attn_cls.forward = patched
+            backend._activate()
     assert torch.allclose(torch.cat(list(batched)), torch.cat(list(stock)), atol=1e-5)
+
+
+def test_compiled_layers_compile_once_for_all_video_sizes_lengths_and_query_counts(tiny_vlm, tmp_path, monkeypatch):
+    """compile=True (dynamo with its eager backend here, so the test needs no C compiler): after the first
+    video's two call forms (several queries, one query), videos of other frame sizes (other frame-group
+    sizes h*w), other lengths and other query counts add no graph; scores as without compiling."""
+    import torch
+
+    from rankvideo.backends.hf import HFBackend
+    from tests.videos import X264, encode
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend="eager", **kwargs))
+    torch._dynamo.reset()
+    compiled = HFBackend(tiny_vlm, local_files_only=True, compile=True)
+    eager = HFBackend.from_model(compiled.model, compiled.processor, compile=False)
+    settings = VideoSettings.with_tokens(fps=2.0, max_frames=8, tokens_per_frame=4)
+    clips = [(128, 96, 8), (96, 128, 4), (160, 96, 6), (128, 128, 8)]  # width, height, frames at 2 fps
+    loaded = [load_video(encode(tmp_path / f"c{i}.mp4", codec="libx264", width=w, height=h, n_frames=n, rate=2,
+                                options=X264), settings) for i, (w, h, n) in enumerate(clips)]
+    assert len({tuple(v.frames.shape) for v in loaded}) == 4
+    try:
+        first = compiled.score_video(loaded[0], QUERIES[:3]) + compiled.score_video(loaded[0], QUERIES[:1])
+        after_first = compiled.compile_stats()
+        assert after_first["graphs_per_kind"]["vision_block"] == 1
+        later = [compiled.score_video(video, QUERIES[:q]) for video, q in zip(loaded[1:], (2, 1, 4))]
+        stats = compiled.compile_stats()
+        assert stats["graphs_per_kind"] == after_first["graphs_per_kind"]
+        assert stats["frames_compiled"] == after_first["frames_compiled"]
+        reference = eager.score_video(loaded[0], QUERIES[:3]) + eager.score_video(loaded[0], QUERIES[:1])
+        reference_later = [eager.score_video(video, QUERIES[:q]) for video, q in zip(loaded[1:], (2, 1, 4))]
+    finally:
+        torch._dynamo.reset()
+    for a, b in zip(first + [s for v in later for s in v], reference + [s for v in reference_later for s in v]):
+        assert a["logit_delta"] == pytest.approx(b["logit_delta"], abs=1e-5)

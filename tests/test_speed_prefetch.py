@@ -54,3 +54,82 @@ def test_prefetched_raises_other_errors():
 
     with pytest.raises(KeyError):
         list(prefetched(["x"], load, ahead=1))
+
+
+def test_prefetched_workers_load_several_items_at_once():
+    """``workers`` threads decode at the same time (and ``ahead`` is raised to keep them busy)."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def load(item):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return item
+
+    out = list(prefetched(range(8), load, ahead=1, workers=4))
+    assert [o[0] for o in out] == list(range(8)) and [o[1] for o in out] == list(range(8))
+    assert most[0] > 1  # with ahead=1 alone, one load at a time
+    most[0] = 0
+    list(prefetched(range(4), load, ahead=1))
+    assert most[0] == 1
+
+
+def test_default_decode_workers_follow_the_cpus_this_process_may_use(monkeypatch):
+    import os
+
+    from rankvideo.scoring import rerank
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert rerank.default_decode_workers() == 5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert rerank.default_decode_workers() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert rerank.default_decode_workers() == 8
+
+
+def test_compile_cache_flag_points_torch_at_the_folder(tmp_path, monkeypatch):
+    import os
+
+    from rankvideo.scoring import rerank
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    args = rerank.build_parser().parse_args(["--model", "m", "--video2queries", "v", "--query-mapping", "q",
+                                             "--output-dir", "o", "--compile-cache", str(tmp_path / "cc"),
+                                             "--decode-workers", "3"])
+    assert args.compile_cache == str(tmp_path / "cc") and args.decode_workers == 3
+    rerank.use_compile_cache(args.compile_cache)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "cc").resolve())
+    assert os.environ["TRITON_CACHE_DIR"] == str((tmp_path / "cc" / "triton").resolve())
+
+
+@pytest.mark.parametrize("in_processes", [False, True])
+def test_rerank_loop_decodes_in_threads_or_processes_once_each(tmp_path, in_processes):
+    """The rerank loop with decode workers (threads, or processes: the GPU default): the same videos reach
+    the scorer in order, each decoded once (counted in the parent too), and a missing file is a failure."""
+    from rankvideo.data import formats
+    from rankvideo.scoring.rerank import rerank_unlocked
+    from rankvideo.video import VideoResolver, VideoSettings, reset_decode_count
+    from tests.videos import make_multivent_tree
+
+    paths = make_multivent_tree(tmp_path / "videos", ["101", "102", "103"], n_frames=8, rate=4)
+    video2queries = {"101": ["q1", "q2"], "102": ["q1"], "103": ["q2"], "999": ["q1"]}  # 999 has no file
+    seen = []
+
+    def score_video(video, queries, description):
+        seen.append((tuple(video.frames.shape), len(queries)))
+        return [{"logprob_yes": -1.0, "logprob_no": -2.0, "logit_delta": 1.0, "p_yes": 0.7} for _ in queries]
+
+    reset_decode_count()
+    summary = rerank_unlocked(video2queries, {"q1": "a", "q2": "b"}, VideoResolver(tmp_path / "videos", "multivent"),
+                              tmp_path / "out", score_video, "m", VideoSettings.with_tokens(2.0, 4, 4),
+                              progress=False, decode_ahead=1, decode_workers=2, decode_in_processes=in_processes)
+    assert summary.videos_scored == 3 and summary.videos_failed == 1 and summary.pairs_scored == 4
+    assert summary.decodes == 3 and summary.videos_decoded_twice == 0
+    assert [q for _, q in seen] == [2, 1, 1] and all(shape[0] > 0 for shape, _ in seen)
+    assert formats.read_video_scores(tmp_path / "out" / formats.rerank_filename("102", "m"))["102"]["q1"]["p_yes"] == 0.7
+    assert len(paths) == 3

@@ -125,6 +125,10 @@ class HFBackend:
             _install_compiled(self.model)
         self._activate()
 
+    def compile_stats(self) -> dict:
+        """torch.compile's work in this process and the GPU's peak memory (:func:`compile_stats`)."""
+        return compile_stats()
+
     def _kernels(self, masked: bool = False):
         """The attention kernels a call may use (see ``cudnn_attention``); ``masked``: packed suffixes."""
         import contextlib
@@ -307,7 +311,9 @@ class HFBackend:
                     & ((token_segment[None, :] < 0) | (token_segment[None, :] == token_segment[rows_from:, None])))[None, None]
             if self._split_attention:  # as an additive bias, rows 16-byte aligned (what the kernel needs)
                 dtype = self.model.dtype
-                bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8), torch.finfo(dtype).min, dtype=dtype,
+                # 8 columns more than the alignment needs: the row stride never equals the length, else a
+                # compiled layer would keep one graph for lengths that are multiples of 8 and one for the rest
+                bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8 + 8), torch.finfo(dtype).min, dtype=dtype,
                                   device=self.device)
                 mask = bias[..., :total].masked_fill_(mask, 0)
         model_inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("pixel_values_videos", "video_grid_thw")}
@@ -430,28 +436,31 @@ def _batch_vision_attention(model) -> None:
     transformers (non-flash attention) splits q/k/v with ``cu_seqlens.tolist()`` (a host sync in
     each of the 27 layers) and runs one SDPA call per frame group. The groups of one video all have
     ``h * w`` patches, so they are one batch ``[groups, heads, h*w, head_dim]``. A pre-hook on the vision
-    tower reads that size from ``grid_thw`` once per call; mixed sizes, and a model whose
-    ``_rankvideo_batched_vision`` is False (``HFBackend(vision_attention="transformers")``), keep
-    transformers' own path.
+    tower reads that size from ``grid_thw`` once per call and passes it down to the blocks as the keyword
+    ``rankvideo_group`` (an int argument, so that a compiled block treats it as a symbol and a new video
+    size is no recompilation; a module attribute would be a constant of the graph); mixed sizes, and a
+    model whose ``_rankvideo_batched_vision`` is False (``HFBackend(vision_attention="transformers")``),
+    keep transformers' own path. The forward is set on this model's attention modules only: the
+    transformers class is left as it is (other models in the process keep the stock code).
     Measured (H200, 32 frames): vision tower 42 -> 31 ms, and no longer host-bound."""
+    import types
+
     import torch
 
     visual = getattr(getattr(model, "model", None), "visual", None)
     blocks = getattr(visual, "blocks", None)
     if blocks is None or not hasattr(blocks[0], "attn") or not hasattr(blocks[0].attn, "qkv"):
         return
-    attn_cls = type(blocks[0].attn)
-    if getattr(attn_cls, "_rankvideo_batched", False):
-        original = attn_cls._rankvideo_original_forward
-    else:
-        original = attn_cls.forward
+    if getattr(visual, "_rankvideo_group_hook", False):
+        return
+    original = type(blocks[0].attn).forward
     module = inspect.getmodule(original)
     rotary = getattr(module, "apply_rotary_pos_emb_vision", None)
     if rotary is None:
         return
 
     def forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
-        group = getattr(self, "_rankvideo_group", None)
+        group = kwargs.pop("rankvideo_group", None)
         seq = hidden_states.shape[0]
         if not group or seq % group or "flash" in str(self.config._attn_implementation):
             return original(self, hidden_states, cu_seqlens, position_embeddings=position_embeddings,
@@ -463,23 +472,20 @@ def _batch_vision_attention(model) -> None:
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=self.scaling)
         return self.proj(out.transpose(1, 2).reshape(seq, -1))
 
-    attn_cls._rankvideo_original_forward = original
-    attn_cls._rankvideo_batched = True
-    attn_cls.forward = forward
-    attns = [block.attn for block in blocks]
+    for block in blocks:  # one function object for all: a compiled block's guards hold for every layer
+        block.attn.forward = types.MethodType(forward, block.attn)
 
     def pre_hook(module, args, kwargs):
-        group = None
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        kwargs.pop("rankvideo_group", None)
         if grid is not None and getattr(model, "_rankvideo_batched_vision", True):
             sizes = {int(h) * int(w) for _, h, w in grid.tolist()}
-            group = sizes.pop() if len(sizes) == 1 else None
-        for attn in attns:
-            attn._rankvideo_group = group
+            if len(sizes) == 1:
+                kwargs["rankvideo_group"] = sizes.pop()
+        return args, kwargs
 
-    if not getattr(visual, "_rankvideo_group_hook", False):
-        visual.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        visual._rankvideo_group_hook = True
+    visual.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    visual._rankvideo_group_hook = True
 
 
 SPLIT_ATTENTION = "rankvideo_prefix_sdpa"
@@ -541,6 +547,7 @@ class _CompileState:
         self.enabled = True
         self.failed = False
         self.succeeded = False
+        self.compiled: dict = {}
 
 
 def _install_compiled(model) -> None:
@@ -549,9 +556,14 @@ def _install_compiled(model) -> None:
     The compiled forward runs only when ``model._rankvideo_compile.enabled``, with autograd off, and,
     for the decoder layers, without a KV cache (full prompts, and prefix + suffixes in one forward):
     the cache's in-place growth is left to eager code. One graph serves all layers of a kind (module
-    parameters are graph inputs); the decoder layers compile for dynamic sequence lengths. If the
-    first compiled call fails (no C compiler, an unsupported op), a warning is logged and the model
-    runs eagerly from then on."""
+    parameters are graph inputs). Each kind is compiled through its own entry function
+    (:func:`_entry_function`): transformers wraps every layer class's forward in the same
+    ``forward_with_checkpointing`` code object, and dynamo keeps its graphs, guards and dynamic-shape
+    decisions per code object, so compiling the forwards themselves made vision blocks and decoder layers
+    share (and invalidate) one cache. Both kinds compile for dynamic shapes from the first call (sequence
+    lengths, frame-group size and frame count vary with every video and query count): after one graph
+    per kind and call form, new videos and query counts recompile nothing. If the first compiled call
+    fails (no C compiler, an unsupported op), a warning is logged and the model runs eagerly from then on."""
     import torch
 
     if getattr(model, "_rankvideo_compile", None) is not None:
@@ -559,21 +571,52 @@ def _install_compiled(model) -> None:
     state = _CompileState()
     model._rankvideo_compile = state
     dynamo_config = getattr(getattr(torch, "_dynamo", None), "config", None)
-    for name in ("recompile_limit", "cache_size_limit"):  # per code object: layers x masked/causal x shapes
+    for name in ("recompile_limit", "cache_size_limit"):  # per code object: masked/causal call forms
         if dynamo_config is not None and isinstance(getattr(dynamo_config, name, None), int):
-            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 256))
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
+    try:  # no "duck sizing": a length that happens to equal a fixed width (e.g. a head size) stays a symbol
+        from torch.fx.experimental import _config as shape_config
+
+        shape_config.use_duck_shape = False
+    except (ImportError, AttributeError):
+        pass
     visual = getattr(model.model, "visual", None)
     for block in getattr(visual, "blocks", None) or []:
-        _compile_forward(block, state, cache_free=False, dynamic=None)
-    for layer in model.model.language_model.layers:  # sequence lengths vary with every video and query
-        _compile_forward(layer, state, cache_free=True, dynamic=True)
+        _compile_forward(block, state, cache_free=False, kind="vision_block")
+    for layer in model.model.language_model.layers:
+        _compile_forward(layer, state, cache_free=True, kind="decoder_layer")
 
 
-def _compile_forward(module, state: _CompileState, cache_free: bool, dynamic: bool | None) -> None:
+def _call_layer(forward, module, *args, **kwargs):
+    return forward(module, *args, **kwargs)
+
+
+_ENTRIES: dict = {}
+
+
+def _entry_function(kind: str):
+    """A copy of :func:`_call_layer` with a code object of its own for each module kind (dynamo's
+    cache is per code object; see :func:`_install_compiled`)."""
+    import types
+
+    if kind not in _ENTRIES:
+        name = f"rankvideo_compiled_{kind}"
+        code = _call_layer.__code__.replace(co_name=name)
+        if hasattr(code, "co_qualname"):
+            code = code.replace(co_qualname=name)
+        _ENTRIES[kind] = types.FunctionType(code, _call_layer.__globals__, name)
+    return _ENTRIES[kind]
+
+
+def _compile_forward(module, state: _CompileState, cache_free: bool, kind: str) -> None:
     import torch
 
     eager = module.forward
-    compiled = torch.compile(eager, dynamic=dynamic)
+    unbound = type(module).forward
+    key = (kind, unbound)
+    if key not in state.compiled:  # one compiled entry per kind and class, shared by the model's modules
+        state.compiled[key] = torch.compile(_entry_function(kind), dynamic=True)
+    compiled = state.compiled[key]
 
     def forward(*args, **kwargs):
         use = state.enabled and not torch.is_grad_enabled()
@@ -581,7 +624,7 @@ def _compile_forward(module, state: _CompileState, cache_free: bool, dynamic: bo
             use = kwargs.get("cache") is None and kwargs.get("past_key_values") is None
         if use:
             try:
-                out = compiled(*args, **kwargs)
+                out = compiled(unbound, module, *args, **kwargs)
             except Exception as error:
                 if state.succeeded:
                     raise
@@ -593,6 +636,33 @@ def _compile_forward(module, state: _CompileState, cache_free: bool, dynamic: bo
         return eager(*args, **kwargs)
 
     module.forward = forward
+
+
+def compile_stats() -> dict:
+    """What torch.compile did in this process: frames compiled (first compilations and recompilations),
+    seconds spent compiling, graphs; and the GPU's peak allocated memory. {} when torch is not loaded."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    stats: dict = {}
+    try:
+        from torch._dynamo.utils import compilation_time_metrics, counters
+
+        times = [t for key, values in compilation_time_metrics.items() if key.endswith("compile_inner")
+                 for t in values]
+        stats.update(frames_compiled=len(times), compile_s=round(sum(times), 3),
+                     unique_graphs=int(counters["stats"]["unique_graphs"]))
+        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+        stats["graphs_per_kind"] = {kind: len(_debug_get_cache_entry_list(entry.__code__))
+                                    for kind, entry in _ENTRIES.items()}
+    except Exception:  # noqa: BLE001 - private API, best effort
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        stats["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return stats
 
 
 def _cache_keyword(forward) -> str:

@@ -28,7 +28,10 @@ could be scored, 2 on malformed input or an I/O error (one sentence naming the f
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,12 +42,14 @@ from rankvideo import backends, logs, models, prompts, provenance
 from rankvideo.config import defaults
 from rankvideo.data import formats
 from rankvideo.training.common import RECORD
-from rankvideo.video import FailureLog, VideoError, VideoResolver, VideoSettings, decode_counts, load_video
+from rankvideo.video import (FailureLog, VideoError, VideoResolver, VideoSettings, add_decode_counts, decode_counts,
+                             load_video)
 
 log = logging.getLogger(__name__)
 
 RUN_INFO = formats.RERANK_RUN_INFO
 SUMMARY = formats.RERANK_SUMMARY
+COMPILE_CACHE = ".compile_cache"  # beside a run's shard folders: torch.compile's caches, shared by its shard jobs
 
 
 class RerankInputError(ValueError):
@@ -83,37 +88,96 @@ class RerankSummary:
                 f"score {self.seconds_scoring:.1f} s)")
 
 
-def prefetched(items: Sequence, load: Callable, ahead: int = 1):
+def _timed_load(load, item):
+    start = time.perf_counter()
+    try:
+        return load(item), None, time.perf_counter() - start
+    except VideoError as error:
+        return None, error, time.perf_counter() - start
+
+
+def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | None = None, executor=None):
     """Yield ``(item, loaded, error, seconds, waited)`` for ``items`` in order, loading up to ``ahead``
-    items in as many background threads while the caller works on the current one (``ahead=0``: load
-    in the caller's thread). ``error`` is the :class:`VideoError` that ``load`` raised (``loaded`` is None then);
+    items in background threads while the caller works on the current one (``ahead=0``: load in the
+    caller's thread). ``workers``: threads loading at once (default ``ahead``; more than ``ahead``
+    raises ``ahead`` to it, so that every worker has an item). ``executor``: a ready pool to load in
+    (e.g. processes; ``load`` must then be picklable), instead of threads of this function's own. ``error`` is the :class:`VideoError` that ``load`` raised (``loaded`` is None then);
     any other exception is raised here. ``seconds``: time ``load`` took; ``waited``: time the caller
     was blocked on it. Each item is loaded exactly once."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    def run(item):
-        start = time.perf_counter()
-        try:
-            return load(item), None, time.perf_counter() - start
-        except VideoError as error:
-            return None, error, time.perf_counter() - start
-
     items = list(items)
+    workers = max(1, workers if workers else ahead)
+    if ahead > 0:
+        ahead = max(ahead, workers)
     if ahead <= 0:
         for item in items:
-            loaded, error, seconds = run(item)
+            loaded, error, seconds = _timed_load(load, item)
             yield item, loaded, error, seconds, seconds
         return
-    with ThreadPoolExecutor(ahead, thread_name_prefix="rankvideo-decode") as pool:
-        pending = deque(pool.submit(run, item) for item in items[:ahead])
+    import contextlib
+
+    owned = executor is None
+    with (ThreadPoolExecutor(workers, thread_name_prefix="rankvideo-decode") if owned
+          else contextlib.nullcontext(executor)) as pool:
+        pending = deque(pool.submit(_timed_load, load, item) for item in items[:ahead])
         for index, item in enumerate(items):
             start = time.perf_counter()
             loaded, error, seconds = pending.popleft().result()
             waited = time.perf_counter() - start
             if index + ahead < len(items):
-                pending.append(pool.submit(run, items[index + ahead]))
+                pending.append(pool.submit(_timed_load, load, items[index + ahead]))
             yield item, loaded, error, seconds, waited
+
+
+def default_decode_workers() -> int:
+    """Decoding threads for a job: the CPUs this process may run on (its affinity: a Slurm or cgroup
+    allotment, not the whole node), less one for the scoring loop, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus - 1))
+
+
+def _decode_worker_init(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def _decode_job(settings: VideoSettings, job) -> tuple:
+    """In a decode process: (video, {path: decodes}) of ``job`` = (video_id, path or VideoError)."""
+    video_id, path = job[0], job[-1]
+    if isinstance(path, VideoError):
+        raise path
+    before = decode_counts()
+    video = load_video(path, settings, video_id=video_id)
+    return video, {p: n - before.get(p, 0) for p, n in decode_counts().items() if n != before.get(p, 0)}
+
+
+def decode_processes(workers: int):
+    """A pool of ``workers`` decoding processes (forkserver: a clean process, not a fork of one that holds
+    a GPU context and threads), each with its share of the CPUs for torch's resize."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["rankvideo.scoring.rerank"])
+    threads = max(1, default_decode_workers() // workers) if hasattr(os, "sched_getaffinity") else 1
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_decode_worker_init, initargs=(threads,))
+
+
+def use_compile_cache(folder) -> None:
+    """Keep torch.compile's caches (Inductor's FX graph and AOTAutograd caches, Triton's kernels) in
+    ``folder``, shared by the shard jobs of one run: the first job compiles, the others load."""
+    folder = Path(folder).resolve()  # made by torch when it first writes (never on the CPU, where nothing compiles)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
 
 
 def _done_scores(path: Path, video_id: str, qids: list[str]) -> bool:
@@ -168,12 +232,15 @@ def prepare_output_dir(output_dir: Path, run_info: dict, restart: bool) -> None:
 def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str], resolver: VideoResolver,
            output_dir: str | Path, score_video: Callable, model_name: str, settings: VideoSettings,
            video_ids: Sequence[str] | None = None, run_info: dict | None = None, restart: bool = False,
-           progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None) -> RerankSummary:
+           progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None,
+           decode_workers: int | None = None, decode_in_processes: bool = False) -> RerankSummary:
     """Score the videos ``video_ids`` (default: all of video2queries) into ``output_dir``.
 
     ``score_video(loaded_video, [query texts], description) -> [score dicts]`` is a backend's or
     VLMReranker's method. The next ``decode_ahead`` videos are decoded in background threads while
-    the current one is scored (0: decode, then score, one after the other). ``descriptions``
+    the current one is scored (0: decode, then score, one after the other), by ``decode_workers``
+    threads (default :func:`default_decode_workers`; ``decode_ahead`` is raised to it), or processes with
+    ``decode_in_processes`` (decoding then takes no GIL from the scoring thread). ``descriptions``
     ({video id: text}): each query is shown with its video's description; a video without one is
     recorded as a failure.
     """
@@ -215,31 +282,59 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         video_id = item[0]
         return load_video(resolver.resolve(video_id), settings, video_id=video_id)
 
+    def resolved(video_id):  # paths found here, decoded in a worker process
+        try:
+            return resolver.resolve(video_id)
+        except VideoError as error:
+            return error
+
     bar = logs.progress(total=len(ids), initial=len(ids) - len(todo), desc=f"rerank {model_name}", unit="video",
                         enabled=progress, logger=log)
     loop_start = time.perf_counter()
     # the next videos are decoded in background threads while this one is scored (decoding is CPU work,
     # scoring mostly GPU work); each video is still decoded once (decode_counts)
-    for (video_id, qids, out_path), video, error, seconds, waited in prefetched(todo, decode, ahead=decode_ahead):
-        summary.seconds_decoding += seconds
-        summary.seconds_waiting_for_decode += waited
-        if error is not None:
-            failures.replace(video_id, error.path, error.reason)
-            summary.videos_failed += 1
-            log.warning("video %s: %s (%s); skipped", video_id, error.reason, error.path)
+    workers = decode_workers or default_decode_workers()
+    executor, load = None, decode
+    if decode_ahead > 0 and decode_in_processes and todo:
+        executor = decode_processes(workers)
+        load = functools.partial(_decode_job, settings)
+        todo = [(*item, resolved(item[0])) for item in todo]
+    if decode_ahead > 0:
+        log.info("decoding in %d background %s, up to %d videos ahead", workers,
+                 "processes" if executor else "threads", max(decode_ahead, workers))
+    compile_stats = getattr(getattr(score_video, "__self__", None), "compile_stats", None)
+    try:
+        for (video_id, qids, out_path, *_), loaded, error, seconds, waited in prefetched(
+                todo, load, ahead=decode_ahead, workers=workers, executor=executor):
+            if executor is not None and loaded is not None:
+                video, counts = loaded
+                add_decode_counts(counts)
+            else:
+                video = loaded
+            summary.seconds_decoding += seconds
+            summary.seconds_waiting_for_decode += waited
+            if error is not None:
+                failures.replace(video_id, error.path, error.reason)
+                summary.videos_failed += 1
+                log.warning("video %s: %s (%s); skipped", video_id, error.reason, error.path)
+                bar.update(1)
+                continue
+            start = time.perf_counter()
+            description = descriptions[video_id] if descriptions is not None else None
+            scores = score_video(video, [queries[q] for q in qids], description)
+            summary.seconds_scoring += time.perf_counter() - start
+            formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
+            failures.discard(video_id)  # a retry that worked: the old failure record goes
+            summary.videos_scored += 1
+            summary.pairs_scored += len(qids)
+            if compile_stats is not None and summary.videos_scored == 1:
+                log.info("job stats after the first video: %s", json.dumps(compile_stats()))
+            elapsed = time.perf_counter() - loop_start
             bar.update(1)
-            continue
-        start = time.perf_counter()
-        description = descriptions[video_id] if descriptions is not None else None
-        scores = score_video(video, [queries[q] for q in qids], description)
-        summary.seconds_scoring += time.perf_counter() - start
-        formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
-        failures.discard(video_id)  # a retry that worked: the old failure record goes
-        summary.videos_scored += 1
-        summary.pairs_scored += len(qids)
-        elapsed = time.perf_counter() - loop_start
-        bar.update(1)
-        bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
+            bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
     bar.close()
     summary.seconds_total = time.perf_counter() - loop_start
     summary.unknown_queries = sorted(unknown)
@@ -253,6 +348,8 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         log.warning("%d query ids of video2queries are not in the query file and were not scored: %s",
                     len(unknown), ", ".join(sorted(unknown)[:10]) + (" ..." if len(unknown) > 10 else ""))
     write_summary(output_dir, summary, ids)
+    if compile_stats is not None:
+        log.info("job stats at the end: %s", json.dumps(compile_stats()))
     log.info("%s", summary.line())
     return summary
 
@@ -341,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor_parallel_size")
     parser.add_argument("--decode-ahead", type=int, default=2,
                         help="videos decoded in background threads while one is scored (0: no overlap)")
+    parser.add_argument("--decode-workers", type=int, default=None,
+                        help="threads decoding videos at once (default: the CPUs this job may use, less one, at most 8)")
+    parser.add_argument("--decode-in", choices=["auto", "threads", "processes"], default="auto",
+                        help="decode in background threads (auto, the default) or processes")
+    parser.add_argument("--compile-cache", help="folder for torch.compile's caches (hf), shared by the shard jobs of "
+                                                "one run: later jobs load what the first compiled")
     parser.add_argument("--restart", action="store_true", help="clear scores made with other settings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -368,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       model_name=args.model_name, prompt_variant=args.prompt_variant, restart=args.restart,
                       answer_tokens=args.answer_tokens, descriptions=args.descriptions,
                       progress=not args.no_progress, decode_ahead=args.decode_ahead,
+                      decode_workers=args.decode_workers, compile_cache=args.compile_cache, decode_in=args.decode_in,
                       options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                               query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
                                               tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
@@ -447,12 +551,16 @@ def resolve_answer_tokens(model: str, answer_tokens: str, record: dict | None = 
 def run(model: str, video2queries, queries, resolver, output_dir, settings: VideoSettings, *, video_ids=None,
         backend: str = "hf", model_name: str | None = None, prompt_variant: str = "default", restart: bool = False,
         progress: bool = True, options: dict | None = None, decode_ahead: int = 2,
-        answer_tokens: str = "auto", descriptions=None) -> RerankSummary:
+        answer_tokens: str = "auto", descriptions=None, decode_workers: int | None = None,
+        compile_cache=None, decode_in: str = "auto") -> RerankSummary:
     """Load the backend and rerank; returns the summary. Bad input raises ``ValueError`` (a
     :class:`RerankInputError`, :class:`OutputDirError`, ``FormatError``), a missing model or an
     unusable output folder ``OSError``.
     ``descriptions``: JSONL {doc_id, text} of video descriptions, required for a model trained with
-    them (its training record says so)."""
+    them (its training record says so). ``compile_cache``: see :func:`use_compile_cache`. ``decode_in``:
+    ``threads`` (also ``auto``, the default) or ``processes``. Processes were measured slower on an H200
+    with 16 CPUs (benchmarks/results/rerank_job_nvidia-h200.md: the pool's start delays the first
+    video by ~13 s and each decode runs on one torch thread), so threads stay the default."""
 
     model_name = model_name or models.model_name(model)
     record = training_record(model)
@@ -478,11 +586,14 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
         score_video = None
     else:
+        if compile_cache and backend == "hf":
+            use_compile_cache(compile_cache)
         score_video = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
                                       **(options or {})).score_video
     return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
                   video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
-                  decode_ahead=decode_ahead, descriptions=described)
+                  decode_ahead=decode_ahead, descriptions=described, decode_workers=decode_workers,
+                  decode_in_processes=decode_in == "processes")
 
 
 # ----------------------------------------------------------------------------- pipeline steps
@@ -512,7 +623,8 @@ def run_shard(model: str, video2queries_path, queries_path, videos: dict, output
     summary = run(model, video2queries, formats.read_queries(queries_path), resolver, output_dir, settings,
                   video_ids=sorted(video2queries)[start:end], backend=rerank_config["backend"], model_name=model_name,
                   prompt_variant=rerank_config["prompt_variant"], restart=True, options=options,
-                  answer_tokens=rerank_config["answer_tokens"], descriptions=descriptions)
+                  answer_tokens=rerank_config["answer_tokens"], descriptions=descriptions,
+                  compile_cache=Path(output_dir).parent / COMPILE_CACHE)
     if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done):
         raise RuntimeError(f"shard {shard}: no pair could be scored ({summary.line()})")
     return summary
