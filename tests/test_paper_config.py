@@ -44,14 +44,12 @@ def stage_settings(record: dict, stage: str) -> dict:
 
 
 @pytest.mark.slow
-def test_paper_config_runs_as_typed(tmp_path):
+def test_paper_config_runs_as_typed(tmp_path, tiny_models):
     if not VLLM_PYTHON.exists():
         pytest.skip(f"no vLLM environment at {VLLM_PYTHON} (make vllm-venv, or set RANKVIDEO_VLLM_PYTHON)")
-    from rankvideo.make_tiny_model import build_tiny_text_model, build_tiny_vlm
-
     repo = copy_repo(tmp_path / "repo")
     make_multivent_data(repo / "data/multivent2")
-    vlm, text = build_tiny_vlm(tmp_path / "tiny-vlm", seed=1), build_tiny_text_model(tmp_path / "tiny-text", seed=1)
+    vlm, text = tiny_models.vlm(seed=1), tiny_models.text(seed=1)
     # only the model ids change: tiny folders for Qwen3-VL-8B, Qwen3-Omni and Qwen3-32B
     (repo / "models.yaml").write_text(yaml.safe_dump({"models": {"base": str(vlm), "captioner": str(vlm),
                                                                   "teacher": str(text)}}))

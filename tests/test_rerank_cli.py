@@ -14,11 +14,9 @@ from videos import make_test_videos
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from rankvideo.make_tiny_model import build_tiny_vlm
-
+def setup(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("rerank")
-    model = build_tiny_vlm(root / "tiny-vlm", seed=1)
+    model = tiny_models.vlm(seed=1)
     videos = make_test_videos(root / "videos")
     queries = {"q1": "a red circle", "q2": "something moving left", "q3": "two blue squares on a white background"}
     formats.write_queries(root / "queries.tsv", queries)

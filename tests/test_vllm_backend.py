@@ -62,10 +62,8 @@ def vllm_python() -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory) -> Path:
-    from rankvideo.make_tiny_model import build_tiny_vlm
-
-    return build_tiny_vlm(tmp_path_factory.mktemp("vllm_tiny") / "vlm", seed=0)
+def tiny_vlm(tiny_models) -> Path:
+    return tiny_models.vlm(seed=0)
 
 
 @pytest.fixture(scope="module")
