@@ -9,6 +9,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """vllm and slurm tests are slow tests too: `-m "not slow"` (make test) is the fast tier."""
+    for item in items:
+        if item.get_closest_marker("vllm") or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
+
+
 def copy_repo(dest: Path) -> Path:
     """A copy of the working tree as a fresh clone would have it (no results, no caches)."""
     ignore = shutil.ignore_patterns("results", ".snakemake", ".venv", ".venv-vllm", ".cache", "__pycache__", ".pytest_cache",

@@ -1,5 +1,6 @@
-"""README, "Rerunning one step": what Snakemake plans after a change, on a copy that has completed a
-local run of config/test.yaml. Dry runs (`-n`) only, except the last test, which runs the plan.
+"""README, "Rerunning one step": what Snakemake plans after a change, on a copy of the session's
+finished run of config/test.yaml (conftest.finished_run). Dry runs (`-n`) only, except the last two
+tests: one runs the plan, one (slow) trains stage 2 again under torchrun.
 
 - a changed parameter reruns its rule and what depends on it, nothing else (params trigger);
 - `-R <rule>` / `-R <file>` force a rule / one job and what depends on it;
@@ -17,21 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_repo, snakemake
+from conftest import copy_finished_run, snakemake
 from test_pipeline import planned_rules
-
-pytestmark = pytest.mark.slow  # the module's fixture runs the whole pipeline once (minutes)
 
 TARGETS = ["results/metrics.tsv", "results/plots/loss_curves.png"]
 CONFIG = ["--configfile", "config/test.yaml"]
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory) -> Path:
-    """A copy of the repo after a complete local run of config/test.yaml."""
-    repo = copy_repo(tmp_path_factory.mktemp("rerun") / "repo")
-    snakemake(repo, *TARGETS, *CONFIG, "--cores", "2", timeout=900)
-    return repo
+def done(finished_run, tmp_path_factory) -> Path:
+    """A copy of the repo after a complete local run of config/test.yaml (the tests here change it)."""
+    return copy_finished_run(finished_run, tmp_path_factory.mktemp("rerun") / "repo")
 
 
 def plan(repo: Path, *args: str, configfiles: tuple[str, ...] = ("config/test.yaml",)) -> tuple[dict, list]:
@@ -167,6 +164,7 @@ def test_the_plan_is_what_runs(done):
     assert plan(done) == ({}, [])
 
 
+@pytest.mark.slow
 def test_train_rule_runs_ddp_ranks_under_torchrun(done):
     """`processes: 2` (on a GPU cluster: the job's GPUs) makes the stage-2 rule start 2 gloo ranks
     through torchrun; only rank 0 writes the model folder. The test config's two candidates then
