@@ -1,6 +1,7 @@
 """README, "Rerunning one step": what Snakemake plans after a change, on a copy of the session's
 finished run of config/test.yaml (conftest.finished_run). Dry runs (`-n`) only, except the last two
-tests: one runs the plan, one (slow) trains stage 2 again under torchrun.
+tests: one runs the plan, one trains stage 2 again under torchrun. Slow tier: some thirty Snakemake
+invocations (the copy of the finished run itself takes seconds).
 
 - a changed parameter reruns its rule and what depends on it, nothing else (params trigger);
 - `-R <rule>` / `-R <file>` force a rule / one job and what depends on it;
@@ -23,6 +24,8 @@ from test_pipeline import planned_rules
 
 TARGETS = ["results/metrics.tsv", "results/plots/loss_curves.png"]
 CONFIG = ["--configfile", "config/test.yaml"]
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +167,6 @@ def test_the_plan_is_what_runs(done):
     assert plan(done) == ({}, [])
 
 
-@pytest.mark.slow
 def test_train_rule_runs_ddp_ranks_under_torchrun(done):
     """`processes: 2` (on a GPU cluster: the job's GPUs) makes the stage-2 rule start 2 gloo ranks
     through torchrun; only rank 0 writes the model folder. The test config's two candidates then
