@@ -9,6 +9,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """vllm and slurm tests are slow tests too: `-m "not slow"` (make test) is the fast tier."""
+    for item in items:
+        if item.get_closest_marker("vllm") or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
+
+
 def copy_repo(dest: Path) -> Path:
     """A copy of the working tree as a fresh clone would have it (no results, no caches)."""
     ignore = shutil.ignore_patterns("results", ".snakemake", ".venv", ".venv-vllm", ".cache", "__pycache__", ".pytest_cache",
@@ -30,6 +37,64 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800
 @pytest.fixture
 def repo_copy(tmp_path):
     return copy_repo(tmp_path / "repo")
+
+
+# ----------------------------------------------------------------------------- one finished pipeline run
+
+# the test config's whole DAG: the metrics table, the training-data report, the loss curves
+PIPELINE_TARGETS = ("results/metrics.tsv", "results/training_data/report.json", "results/plots/loss_curves.png")
+TEST_CONFIG = ("--configfile", "config/test.yaml")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A copy of the repo after one complete local run (`--cores 2`) of config/test.yaml, made once
+    per session and shared by every test that reads a finished run. Read only: a test that changes a
+    file or runs Snakemake in it takes :func:`copy_finished_run` (same bytes and file times)."""
+    repo = copy_repo(tmp_path_factory.mktemp("finished_run") / "repo")
+    snakemake(repo, *PIPELINE_TARGETS, *TEST_CONFIG, "--cores", "2", timeout=1500)
+    return repo
+
+
+def copy_finished_run(finished: Path, dest: Path) -> Path:
+    """A copy of a finished run that a test may change: files, file times and Snakemake's records
+    (.snakemake/), so that Snakemake finds nothing to do in it."""
+    shutil.copytree(finished, dest, symlinks=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------- tiny models, built once
+
+
+class TinyModels:
+    """Tiny models (rankvideo.demo.tiny_model) built once per session and argument set: ``vlm(seed=1)``,
+    ``text(seed=1)``, ``vlm(seed=3, hidden_size=64)``. The folders are shared: read them, never write
+    into them (copy one first)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.built: dict[tuple, Path] = {}
+
+    def build(self, kind: str, seed: int = 0, **sizes) -> Path:
+        from rankvideo.demo import tiny_model
+
+        key = (kind, seed, tuple(sorted(sizes.items())))
+        if key not in self.built:
+            name = "-".join([f"tiny-{kind}", f"seed{seed}", *(f"{k}{v}" for k, v in sorted(sizes.items()))])
+            builder = {"vlm": tiny_model.build_tiny_vlm, "text": tiny_model.build_tiny_text_model}[kind]
+            self.built[key] = builder(self.root / name, seed=seed, **sizes)
+        return self.built[key]
+
+    def vlm(self, seed: int = 0, **sizes) -> Path:
+        return self.build("vlm", seed, **sizes)
+
+    def text(self, seed: int = 0, **sizes) -> Path:
+        return self.build("text", seed, **sizes)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    return TinyModels(tmp_path_factory.mktemp("tiny_models"))
 
 
 def small_training_data(root: Path, n_train_queries: int, depth: int, eval_fraction: float) -> Path:

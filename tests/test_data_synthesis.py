@@ -18,15 +18,13 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
-
+def world(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("synth")
     generate(SyntheticConfig.from_dict({"n_videos": 12, "n_test_queries": 3, "n_train_queries": 10}), root / "bench")
     bench = root / "bench"
     first_stage.run_bm25_stage(bench / "queries_train.tsv", bench / "transcripts.jsonl", 6, root / "train.json",
                                root / "train.trec", root / "v2q.json")
-    return {"root": root, "bench": bench, "vlm": build_tiny_vlm(root / "vlm"), "text": build_tiny_text_model(root / "text")}
+    return {"root": root, "bench": bench, "vlm": tiny_models.vlm(seed=0), "text": tiny_models.text(seed=0)}
 
 
 def captions_cmd(w, out, *extra):

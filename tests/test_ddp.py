@@ -60,9 +60,7 @@ def run(args: list[str], processes: int, extra_env: dict, log: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict:
-    from rankvideo.demo.tiny_model import build_tiny_vlm
-
+def data(tmp_path_factory, tiny_models) -> dict:
     root = tmp_path_factory.mktemp("ddp")
     small_training_data(root, n_train_queries=8, depth=8, eval_fraction=0.0)
     by_query: dict[str, list[dict]] = {}
@@ -78,7 +76,7 @@ def data(tmp_path_factory) -> dict:
                 two_positives.append([positives[0], negatives[0], positives[1], negatives[1]])
     formats.write_jsonl(root / "one_positive.jsonl", one_positive)
     return {"root": root, "train": root / "one_positive.jsonl", "two_positives": two_positives,
-            "model": str(build_tiny_vlm(root / "vlm", seed=4))}
+            "model": str(tiny_models.vlm(seed=4))}
 
 
 def train(data: dict, name: str, processes: int, batch_size: int) -> Path:

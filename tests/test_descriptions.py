@@ -59,14 +59,13 @@ def test_copy_vocabulary_comes_from_the_training_data_and_bad_files_are_named(tm
     assert first == second and 5 <= len(first.split()) <= 14 and set(first.split()) <= set(words)
 
 
-def test_copy_pretraining_learns_the_repeated_half_and_saves_a_loadable_model(tmp_path):
+def test_copy_pretraining_learns_the_repeated_half_and_saves_a_loadable_model(tmp_path, tiny_models):
     from rankvideo.backends.hf import HFBackend
-    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     words = ["red", "blue", "green", "circle", "square", "triangle", "moves", "up", "down", "left", "right",
              "white", "grey", "checkered", "background", "one", "two", "three"]
     out = tmp_path / "copied"
-    losses = copy_pretrain.copy_pretrain(str(build_tiny_vlm(tmp_path / "vlm", seed=3)), out, words, steps=60,
+    losses = copy_pretrain.copy_pretrain(str(tiny_models.vlm(seed=3)), out, words, steps=60,
                                          batch_size=8, lr=1e-3, seed=0, device="cpu", progress=False)
     assert len(losses) == 60 and sum(losses[-10:]) / 10 < losses[0] - 2  # from ~log(vocab): words become predictable
     record = formats.read_json(out / copy_pretrain.RECORD)
@@ -83,15 +82,14 @@ def test_copy_pretraining_learns_the_repeated_half_and_saves_a_loadable_model(tm
 
 
 @pytest.fixture(scope="module")
-def described(tmp_path_factory):
+def described(tmp_path_factory, tiny_models):
     """A small benchmark, a tiny model, its descriptions of the candidates (stage-1 prompt) and a
     stage-2 model trained with them."""
     from rankvideo.training import stage2 as train_reranker
-    from rankvideo.demo.tiny_model import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("describe")
     data = small_training_data(root, n_train_queries=4, depth=4, eval_fraction=0.25)
-    model = str(build_tiny_vlm(root / "vlm", seed=4))
+    model = str(tiny_models.vlm(seed=4))
     v2q = {"v0001": ["q1", "q2"], "v0002": ["q1"], "v0003": ["q2"]}
     formats.write_json(root / "v2q_test.json", v2q)
     formats.write_queries(root / "queries.tsv", {"q1": "a red circle", "q2": "two squares moving up"})

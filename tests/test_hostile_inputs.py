@@ -37,11 +37,9 @@ GOOD_IDS = ("a", "b")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from rankvideo.demo.tiny_model import build_tiny_vlm
-
+def world(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("hostile")
-    model = build_tiny_vlm(root / "tiny-vlm", seed=1)
+    model = tiny_models.vlm(seed=1)
     for video_id in GOOD_IDS:
         encode(root / "videos" / f"{video_id}.mp4", codec="libx264", width=64, height=48, n_frames=8, rate=8,
                options=X264)

@@ -16,9 +16,7 @@ MISSING = "999"  # in the first-stage run, in no folder: a recorded failure, cou
 
 
 @pytest.mark.slow
-def test_own_data_example_config_end_to_end(tmp_path):
-    from rankvideo.demo.tiny_model import build_tiny_vlm
-
+def test_own_data_example_config_end_to_end(tmp_path, tiny_models):
     repo = copy_repo(tmp_path / "repo")
     data = repo / "data/example"
     make_multivent_tree(data / "videos", IDS)
@@ -28,7 +26,7 @@ def test_own_data_example_config_end_to_end(tmp_path):
         f"{qid} Q0 {doc} {rank} {10 - rank} bm25\n"
         for qid, docs in {"q1": ["142", "5", "17", MISSING], "q2": ["5", "250", "17"]}.items()
         for rank, doc in enumerate(docs, 1)))
-    base, other = build_tiny_vlm(tmp_path / "tiny-base", seed=1), build_tiny_vlm(tmp_path / "tiny-other", seed=2)
+    base, other = tiny_models.vlm(seed=1), tiny_models.vlm(seed=2)
     # only the model ids change: the tiny folders stand in for Qwen/Qwen3-VL-8B-Instruct and hltcoe/RankVideo
     (repo / "models.yaml").write_text(yaml.safe_dump({"models": {"base": str(base), "rerankers": {"rankvideo": str(other)}}}))
     snakemake(repo, "--cores", "2", "--configfile", "config/example.yaml", "models.yaml", timeout=1500)

@@ -19,15 +19,18 @@ from reference import REFERENCE, differences
 from videos import make_multivent_tree
 
 VLLM_PYTHON = Path(os.environ.get("RANKVIDEO_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
-TRAIN, TEST = ["101", "102", "205", "206"], ["5", "17", "350"]
+# One test video: the config's 16 shards as typed, of which the one holding it is the only one that
+# loads a model, so each system's scoring starts one vLLM engine (with n test videos, n of the 16
+# shards would each start one). With the captions and the teacher: five engine starts in all.
+TRAIN, TEST = ["101", "102", "205", "206"], ["17"]
 
 
 def make_multivent_data(data: Path) -> None:
     make_multivent_tree(data / "videos", TRAIN + TEST, n_frames=8, rate=4)
     queries = {"train": {"t1": "a moving bar", "t2": "a gradient"}, "test": {"q1": "a bright bar", "q2": "colours"}}
     runs = {"train": {"t1": dict(zip(TRAIN, [4, 3, 2, 1])), "t2": dict(zip(reversed(TRAIN), [4, 3, 2, 1]))},
-            "test": {"q1": dict(zip(TEST, [3, 2, 1])), "q2": dict(zip(reversed(TEST), [3, 2, 1]))}}
-    qrels = {"train": "t1 0 101 1\nt1 0 205 0\nt2 0 206 1\nt2 0 102 0\n", "test": "q1 0 17 1\nq2 0 350 1\nq2 0 5 0\n"}
+            "test": {"q1": {"17": 2.0}, "q2": {"17": 1.0}}}
+    qrels = {"train": "t1 0 101 1\nt1 0 205 0\nt2 0 206 1\nt2 0 102 0\n", "test": "q1 0 17 1\nq2 0 17 2\n"}
     for split in ("train", "test"):
         (data / f"queries_{split}.tsv").write_text("".join(f"{q}\t{t}\n" for q, t in queries[split].items()))
         (data / f"qrels_{split}.txt").write_text(qrels[split])
@@ -43,15 +46,13 @@ def stage_settings(record: dict, stage: str) -> dict:
     return flat
 
 
-@pytest.mark.slow
-def test_paper_config_runs_as_typed(tmp_path):
+@pytest.mark.vllm
+def test_paper_config_runs_as_typed(tmp_path, tiny_models):
     if not VLLM_PYTHON.exists():
         pytest.skip(f"no vLLM environment at {VLLM_PYTHON} (make vllm-venv, or set RANKVIDEO_VLLM_PYTHON)")
-    from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
-
     repo = copy_repo(tmp_path / "repo")
     make_multivent_data(repo / "data/multivent2")
-    vlm, text = build_tiny_vlm(tmp_path / "tiny-vlm", seed=1), build_tiny_text_model(tmp_path / "tiny-text", seed=1)
+    vlm, text = tiny_models.vlm(seed=1), tiny_models.text(seed=1)
     # only the model ids change: tiny folders for Qwen3-VL-8B, Qwen3-Omni and Qwen3-32B
     (repo / "models.yaml").write_text(yaml.safe_dump({"models": {"base": str(vlm), "captioner": str(vlm),
                                                                   "teacher": str(text)}}))
@@ -75,12 +76,17 @@ def test_paper_config_runs_as_typed(tmp_path):
         recorded = stage_settings(record, stage)
         expected = {k: v for k, v in REFERENCE.items() if k.startswith(stage + ".")}
         assert {k: recorded.get(k) for k in expected} == expected
-    # ... the scoring jobs (vLLM, 2 fps, 32 frames of 128 tokens) ...
+    # ... the scoring jobs: the config's 16 shards, each in vLLM's environment with 2 fps, 32 frames of
+    # 128 tokens; the test video scored for both queries by each system ...
     for system in ("base", "stage1", "stage2"):
-        for info_path in (results / f"rerank/{system}/shards").glob("*/run_info.json"):
+        infos = sorted((results / f"rerank/{system}/shards").glob("*/run_info.json"))
+        assert len(infos) == 16, infos
+        for info_path in infos:
             info = formats.read_json(info_path)
             assert info["backend"] == "vllm" and info["video"]["max_frames"] == 32
             assert info["video"]["max_pixels"] == 128 * 32 * 32 and info["video"]["fps"] == 2.0
+        predictions = formats.read_prediction_dir(results / f"rerank/{system}/predictions")
+        assert {qid: sorted(scores) for qid, scores in predictions.items()} == {"q1": TEST, "q2": TEST}
     # ... the captions (16 frames at most, the captioner) and the teacher (top 20 of each query)
     captions = formats.read_jsonl(results / "captions/captions.jsonl")
     assert sorted(c["doc_id"] for c in captions) == sorted(TRAIN)

@@ -12,7 +12,7 @@ import pytest
 from rankvideo.data import formats
 from rankvideo.evaluation.evaluate import evaluate_run
 
-from conftest import copy_repo, snakemake
+from conftest import PIPELINE_TARGETS, TEST_CONFIG, copy_repo, snakemake
 
 
 def planned_rules(output: str) -> dict[str, int]:
@@ -34,9 +34,6 @@ def test_lint_is_clean(repo_copy):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-TARGETS = ("results/metrics.tsv", "results/training_data/report.json", "results/plots/loss_curves.png")
-
-
 REPORTED = {"metrics.tsv": "paired two-sided t-test", "per_query/ndcg_cut_10.tsv": "of every test query",
             "per_query/win_loss_ndcg_cut_10.tsv": "The numbers behind the win/loss plot",
             "plots/ndcg_at_k.png": "the bands are 95% bootstrap intervals",
@@ -47,7 +44,7 @@ REPORTED = {"metrics.tsv": "paired two-sided t-test", "per_query/ndcg_cut_10.tsv
 def check_report(repo):
     """``snakemake --report`` on a finished run: an HTML file that embeds each reported output
     (its bytes, base64, as the report's data URI) with its caption."""
-    snakemake(repo, "--report", "results/report.html", "--configfile", "config/test.yaml")
+    snakemake(repo, "--report", "results/report.html", *TEST_CONFIG)
     html = (repo / "results/report.html").read_text()
     embedded = re.findall(r"base64,([A-Za-z0-9+/=]+)", html)
     for name, caption in REPORTED.items():
@@ -58,11 +55,10 @@ def check_report(repo):
     assert "stage on ndcg_cut_10" in html  # the caption's template filled in from the rule's params
 
 
-@pytest.mark.slow
-def test_pipeline_end_to_end(tmp_path):
-    """The whole DAG on config/test.yaml (the default config's DAG, shrunk to about 2 minutes)."""
-    repo = copy_repo(tmp_path / "a")
-    snakemake(repo, *TARGETS, "--cores", "2", "--configfile", "config/test.yaml")
+def test_pipeline_end_to_end(finished_run):
+    """The whole DAG on config/test.yaml (the default config's DAG, shrunk to a few minutes): the
+    session's one finished run (conftest.finished_run)."""
+    repo = finished_run
     table = pd.read_csv(repo / "results/metrics.tsv", sep="\t")
     systems = ["first_stage", "base", "stage1", "stage2", "stage2+fusion"]
     assert list(table["system"]) == systems
@@ -125,11 +121,17 @@ def test_pipeline_end_to_end(tmp_path):
     assert set(descriptions) == met | set(v2q)
     assert formats.read_json(repo / "results/rerank/stage2/shards/0/run_info.json")["descriptions"]["sha256"]
     assert formats.read_json(repo / "results/rerank/stage1/shards/0/run_info.json")["descriptions"] is None
-    # nothing left to do on a second run; a second copy gives the same bytes
-    assert "Nothing to be done" in snakemake(repo, *TARGETS, "--cores", "2", "--configfile", "config/test.yaml").stderr
+    # nothing left to do after it
+    result = snakemake(repo, *PIPELINE_TARGETS, *TEST_CONFIG, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
     check_report(repo)
-    other = copy_repo(tmp_path / "b")
-    snakemake(other, *TARGETS, "--cores", "2", "--configfile", "config/test.yaml")
+
+
+@pytest.mark.slow
+def test_a_second_run_gives_the_same_bytes(finished_run, tmp_path):
+    """A second run of config/test.yaml in a fresh copy: the same bytes as the session's run."""
+    repo, other = finished_run, copy_repo(tmp_path / "b")
+    snakemake(other, *PIPELINE_TARGETS, *TEST_CONFIG, "--cores", "2")
     for name in ["metrics.tsv", "first_stage/test.trec", "benchmark/qrels.txt", "benchmark/videos/v0007.mp4",
                  "rerank/base/run.trec", "models/tiny-vlm/model.safetensors", "training_data/train.jsonl",
                  "per_query/win_loss_ndcg_cut_10.tsv", "plots/win_loss.png", "plots/ndcg_at_k.png"]:

@@ -50,13 +50,10 @@ def cli(root: Path, module: str, *args: str, check: int | None = 0) -> subproces
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_models):
     """Tiny models, four videos in the MultiVENT layout and the reference's data files under data/."""
-    from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
-
     root = tmp_path_factory.mktemp("reference")
-    models = {"vlm": build_tiny_vlm(root / "models" / "tiny-vlm", seed=1),
-              "text": build_tiny_text_model(root / "models" / "tiny-text", seed=1)}
+    models = {"vlm": tiny_models.vlm(seed=1), "text": tiny_models.text(seed=1)}
     for n, video_id in enumerate(VIDEO_IDS):
         encode(multivent_path(root / "videos", video_id), codec="libx264", width=64, height=48, n_frames=8 + 2 * n,
                rate=4, options=X264)

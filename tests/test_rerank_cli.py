@@ -14,11 +14,9 @@ from videos import make_test_videos
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from rankvideo.demo.tiny_model import build_tiny_vlm
-
+def setup(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("rerank")
-    model = build_tiny_vlm(root / "tiny-vlm", seed=1)
+    model = tiny_models.vlm(seed=1)
     videos = make_test_videos(root / "videos")
     queries = {"q1": "a red circle", "q2": "something moving left", "q3": "two blue squares on a white background"}
     formats.write_queries(root / "queries.tsv", queries)
@@ -75,6 +73,7 @@ def test_assorted_videos_scored_broken_ones_recorded(setup, tmp_path):
         assert data == scored[vid]
 
 
+@pytest.mark.slow  # the command run two or three times, each a fresh process (about 40 s)
 def test_interrupted_run_resumes_without_loss_or_duplicates(setup, tmp_path):
     root, model, videos = setup
     out = tmp_path / "out"
@@ -106,6 +105,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(setup, tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # the command run two or three times, each a fresh process (about 40 s)
 def test_other_settings_refused_unless_restart(setup, tmp_path):
     root, model, _ = setup
     out = tmp_path / "out"
@@ -115,6 +115,7 @@ def test_other_settings_refused_unless_restart(setup, tmp_path):
     run_cli(root, model, out, "--id-start", "2", "--id-end", "4", "--fps", "1", "--restart", check=0)
 
 
+@pytest.mark.slow  # the command run two or three times, each a fresh process (about 40 s)
 def test_a_prompt_other_than_the_trained_one_is_warned_about(setup, tmp_path):
     import shutil
 

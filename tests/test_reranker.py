@@ -15,10 +15,8 @@ SETTINGS = VideoSettings.with_tokens(fps=4.0, max_frames=8, tokens_per_frame=4)
 
 
 @pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory):
-    from rankvideo.demo.tiny_model import build_tiny_vlm
-
-    return str(build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm", seed=3))
+def tiny_vlm(tiny_models):
+    return str(tiny_models.vlm(seed=3))
 
 
 @pytest.fixture(scope="module")

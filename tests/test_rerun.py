@@ -1,5 +1,7 @@
-"""README, "Rerunning one step": what Snakemake plans after a change, on a copy that has completed a
-local run of config/test.yaml. Dry runs (`-n`) only, except the last test, which runs the plan.
+"""README, "Rerunning one step": what Snakemake plans after a change, on a copy of the session's
+finished run of config/test.yaml (conftest.finished_run). Dry runs (`-n`) only, except the last two
+tests: one runs the plan, one trains stage 2 again under torchrun. Slow tier: some thirty Snakemake
+invocations (the copy of the finished run itself takes seconds).
 
 - a changed parameter reruns its rule and what depends on it, nothing else (params trigger);
 - `-R <rule>` / `-R <file>` force a rule / one job and what depends on it;
@@ -17,21 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_repo, snakemake
+from conftest import copy_finished_run, snakemake
 from test_pipeline import planned_rules
-
-pytestmark = pytest.mark.slow  # the module's fixture runs the whole pipeline once (minutes)
 
 TARGETS = ["results/metrics.tsv", "results/plots/loss_curves.png"]
 CONFIG = ["--configfile", "config/test.yaml"]
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory) -> Path:
-    """A copy of the repo after a complete local run of config/test.yaml."""
-    repo = copy_repo(tmp_path_factory.mktemp("rerun") / "repo")
-    snakemake(repo, *TARGETS, *CONFIG, "--cores", "2", timeout=900)
-    return repo
+def done(finished_run, tmp_path_factory) -> Path:
+    """A copy of the repo after a complete local run of config/test.yaml (the tests here change it)."""
+    return copy_finished_run(finished_run, tmp_path_factory.mktemp("rerun") / "repo")
 
 
 def plan(repo: Path, *args: str, configfiles: tuple[str, ...] = ("config/test.yaml",)) -> tuple[dict, list]:

@@ -50,7 +50,7 @@ def _snakemake_cmd() -> list[str]:
     return [sys.executable, "-m", "snakemake"]
 
 
-@pytest.mark.slow
+@pytest.mark.slurm
 def test_local_slurm_runs_sbatch_and_snakemake(tmp_path: Path) -> None:
     skip_without_local_slurm()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import copy_repo, snakemake  # noqa: E402
+from conftest import copy_repo  # noqa: E402
 from slurm_cluster import SLURM_CONF, LocalSlurm, pid_alive, skip_without_local_slurm  # noqa: E402
 
 TARGETS = ["results/metrics.tsv", "results/plots/loss_curves.png"]
@@ -95,15 +95,12 @@ def max_prediction_diff(a: Path, b: Path) -> float:
     return worst
 
 
-@pytest.mark.slow
-def test_pipeline_through_slurm_matches_local_run(tmp_path: Path, capsys) -> None:
+@pytest.mark.slurm
+def test_pipeline_through_slurm_matches_local_run(finished_run: Path, tmp_path: Path, capsys) -> None:
     skip_without_local_slurm()
 
-    # the reference: a local run of the same config in another copy (both copied now, from the same tree)
-    local, repo = copy_repo(tmp_path / "local"), copy_repo(tmp_path / "slurm")
-    t0 = time.monotonic()
-    snakemake(local, *TARGETS, *CONFIG, "--cores", "2", timeout=900)
-    local_s = time.monotonic() - t0
+    # the reference: the session's local `--cores 2` run of the same config (conftest.finished_run)
+    local, repo = finished_run, copy_repo(tmp_path / "slurm")
 
     conf_before = SLURM_CONF.read_bytes() if SLURM_CONF.exists() else None
     cluster = LocalSlurm(partition="testq")
@@ -153,7 +150,7 @@ def test_pipeline_through_slurm_matches_local_run(tmp_path: Path, capsys) -> Non
                 for line in (root / "results" / name).read_text().splitlines()]
 
     with capsys.disabled():
-        print(f"\nSlurm pipeline: local run {local_s:.0f} s; Slurm up {up_s:.0f} s, snakemake --profile slurm "
+        print(f"\nSlurm pipeline: Slurm up {up_s:.0f} s, snakemake --profile slurm "
               f"{slurm_s:.0f} s ({len(completed)} Slurm jobs); {len(same)} result files identical, "
               f"{len(different)} differ; max prediction score difference {diff:.3g}")
     for name in ("captions/captions.jsonl", "descriptions/descriptions.jsonl"):

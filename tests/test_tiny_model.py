@@ -148,16 +148,16 @@ def test_chat_template_renders_video_and_generation_prompt(vlm, text_lm):
     assert text == "<|im_start|>user\n[Caption] a red circle<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_determinism_across_processes_and_seeds(built, tmp_path):
+def test_determinism_across_processes_and_seeds(built, tiny_models):
+    """The CLI's build in a child process, the session's in-process builds (tests/conftest.py): the
+    same seed gives the same bytes, another seed other weights only."""
     from safetensors.torch import load_file
 
-    from rankvideo.demo.tiny_model import build_tiny_text_model, build_tiny_vlm
-
-    for kind, build in (("vlm", build_tiny_vlm), ("text", build_tiny_text_model)):
+    for kind in ("vlm", "text"):
         reference = _file_hashes(built[kind])
-        same = _file_hashes(build(tmp_path / f"{kind}_seed0", seed=0))
+        same = _file_hashes(tiny_models.build(kind, seed=0))
         assert same == reference, kind
-        other_dir = build(tmp_path / f"{kind}_seed1", seed=1)
+        other_dir = tiny_models.build(kind, seed=1)
         other = _file_hashes(other_dir)
         assert other["model.safetensors"] != reference["model.safetensors"]
         assert {k: v for k, v in other.items() if k != "model.safetensors"} == {
@@ -225,7 +225,11 @@ def test_text_model_generates(text_lm):
         out = model.generate(**enc, max_new_tokens=6, do_sample=False)
     prompt_len = enc["input_ids"].shape[1]
     assert out.shape[0] == 1 and prompt_len < out.shape[1] <= prompt_len + 6
-    assert isinstance(tokenizer.decode(out[0, prompt_len:]), str)
+    # greedy decoding: each new token is the argmax of the model's logits after the tokens before it
+    with torch.no_grad():
+        logits = model(input_ids=out[:, :-1]).logits[0]
+    new = out[0, prompt_len:]
+    assert torch.equal(logits[prompt_len - 1:].argmax(-1), new)
 
 
 def test_linear_patch_embedding_equals_the_convolution(vlm):

@@ -17,12 +17,10 @@ SMALL = dict(fps=4.0, max_frames=8, tokens_per_frame=4, gradient_checkpointing=F
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from rankvideo.demo.tiny_model import build_tiny_vlm
-
+def data(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("train")
     small_training_data(root, n_train_queries=6, depth=6, eval_fraction=0.2)
-    return {"root": root, "data": root / "data", "model": str(build_tiny_vlm(root / "vlm", seed=2))}
+    return {"root": root, "data": root / "data", "model": str(tiny_models.vlm(seed=2))}
 
 
 def losses(trainer):

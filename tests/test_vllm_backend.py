@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # vLLM's own environment and engine start (minutes)
+pytestmark = pytest.mark.vllm  # vLLM's own environment and engine start (minutes)
 
 VLLM_PYTHON = Path(os.environ.get("RANKVIDEO_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
 RUNNER = REPO / "tools" / "vllm_score.py"
@@ -62,10 +62,8 @@ def vllm_python() -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory) -> Path:
-    from rankvideo.demo.tiny_model import build_tiny_vlm
-
-    return build_tiny_vlm(tmp_path_factory.mktemp("vllm_tiny") / "vlm", seed=0)
+def tiny_vlm(tiny_models) -> Path:
+    return tiny_models.vlm(seed=0)
 
 
 @pytest.fixture(scope="module")
