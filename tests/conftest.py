@@ -7,6 +7,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: vLLM's own environment (tools/setup_vllm_cpu.sh, make vllm-venv); the vLLM tests skip without it
+VLLM_PYTHON = Path(os.environ.get("RANKVIDEO_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    if not VLLM_PYTHON.exists():
+        pytest.skip(f"no vLLM environment at {VLLM_PYTHON}: run tools/setup_vllm_cpu.sh or make vllm-venv "
+                    "(or point RANKVIDEO_VLLM_PYTHON at its python)")
+    return VLLM_PYTHON
 
 
 def pytest_collection_modifyitems(config, items):

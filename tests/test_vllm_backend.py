@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.vllm  # vLLM's own environment and engine start (minutes)
 
-VLLM_PYTHON = Path(os.environ.get("RANKVIDEO_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
 RUNNER = REPO / "tools" / "vllm_score.py"
 #: float32 on both sides; different kernels (vLLM's CPU attention, fused norms) leave ~1e-6
 TOLERANCE = 1e-4
@@ -51,14 +49,6 @@ def _synthetic(t: int, h: int, w: int, shift: int, step: int = 3, fps: float = 6
                 "video_backend": "synthetic"}
     return LoadedVideo(frames=torch.from_numpy(np.ascontiguousarray(frames)), metadata=metadata,
                        sample_fps=fps / step, reader="synthetic")
-
-
-@pytest.fixture(scope="module")
-def vllm_python() -> Path:
-    if not VLLM_PYTHON.exists():
-        pytest.skip(f"no vLLM environment at {VLLM_PYTHON}: run tools/setup_vllm_cpu.sh "
-                    "(or point RANKVIDEO_VLLM_PYTHON at its python)")
-    return VLLM_PYTHON
 
 
 @pytest.fixture(scope="module")
