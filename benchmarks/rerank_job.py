@@ -203,7 +203,7 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), str(site), os.environ.get("PYTHONPATH", "")]),
                RANKVIDEO_JOB_STATS=str(stats_path), TORCHINDUCTOR_CACHE_DIR=str(cache),
                TRITON_CACHE_DIR=str(cache / "triton"), TORCH_LOGS="recompiles", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries",
+    command = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
                str(work / "video2queries.json"), "--query-mapping", str(work / "queries.tsv"), "--video-dir",
                str(work / "videos"), "--output-dir", str(out_dir), "--no-progress", "--model-name", "m",
                "--query-batch-size", "64", *extra]  # the config default (the device has no jsonschema to read it)

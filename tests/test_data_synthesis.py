@@ -28,14 +28,14 @@ def world(tmp_path_factory, tiny_models):
 
 
 def captions_cmd(w, out, *extra):
-    return [sys.executable, "-m", "rankvideo.generation.captions", "--video-root", str(w["bench"] / "videos"),
+    return [sys.executable, "-m", "rankvideo.generate_captions", "--video-root", str(w["bench"] / "videos"),
             "--output", str(out), "--model-name", str(w["vlm"]), "--ids", str(w["root"] / "v2q.json"), "--fps", "4",
             "--max-frames", "8", "--tokens-per-frame", "4", "--max-new-tokens", "8", "--batch-size", "2",
             "--no-progress", *extra]
 
 
 def teacher_cmd(w, out, captions, *extra):
-    return [sys.executable, "-m", "rankvideo.generation.teacher_labels", "--queries", str(w["bench"] / "queries_train.tsv"),
+    return [sys.executable, "-m", "rankvideo.generate_reasoning", "--queries", str(w["bench"] / "queries_train.tsv"),
             "--candidates", str(w["root"] / "train.trec"), "--captions-jsonl", str(captions), "--asr-jsonl",
             str(w["bench"] / "transcripts.jsonl"), "--output", str(out), "--model-path", str(w["text"]), "--topk", "3",
             "--batch-size", "4", "--reasoning-maxlen", "8", "--no-progress", *extra]

@@ -81,7 +81,7 @@ def data(tmp_path_factory, tiny_models) -> dict:
 
 def train(data: dict, name: str, processes: int, batch_size: int) -> Path:
     out = data["root"] / name
-    run(["-m", "rankvideo.training.stage2", "--model", data["model"], "--train-data", str(data["train"]),
+    run(["-m", "rankvideo.train_reranker", "--model", data["model"], "--train-data", str(data["train"]),
          "--output-dir", str(out), "--groups-per-batch", str(batch_size), *COMMON], processes, {},
         data["root"] / f"{name}.log")
     return out

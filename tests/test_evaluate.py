@@ -269,7 +269,7 @@ def test_cli_module_exit_code_without_traceback(bench):
     bad = bench / "bad_qrels.txt"
     bad.write_text("q1 0 v1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "rankvideo.evaluation.evaluate", "--first-stage", str(bench / "first.json"), "--qrels", str(bad)],
+        [sys.executable, "-m", "rankvideo.evaluate", "--first-stage", str(bench / "first.json"), "--qrels", str(bad)],
         capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2

@@ -516,7 +516,7 @@ def test_full_disk_exits_2_with_one_sentence(world, tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
 
-    result = subprocess.run([sys.executable, "-m", "rankvideo.scoring.rerank", *rerank_args(world, tmp_path / "out", v2q)],
+    result = subprocess.run([sys.executable, "-m", "rankvideo.rerank", *rerank_args(world, tmp_path / "out", v2q)],
                             env=ENV, capture_output=True, text=True, timeout=600, preexec_fn=limit)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

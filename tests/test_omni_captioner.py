@@ -51,7 +51,7 @@ def test_generate_captions_cli_with_tiny_omni(omni):
     """The reference's captioning command, HF backend, with the Omni thinker (whose module layout,
     model.model.language_model / visual, is Qwen3-VL's, so HFBackend takes it as it is)."""
     out = omni / "captions.jsonl"
-    subprocess.run([sys.executable, "-m", "rankvideo.generation.captions", "--video-root", str(omni / "videos"),
+    subprocess.run([sys.executable, "-m", "rankvideo.generate_captions", "--video-root", str(omni / "videos"),
                     "--output", str(out), "--model-name", str(omni / "model"), "--fps", "4", "--max-frames", "8",
                     "--tokens-per-frame", "4", "--max-new-tokens", "8", "--batch-size", "1", "--no-progress"],
                    check=True, capture_output=True)

@@ -28,7 +28,7 @@ def setup(tmp_path_factory, tiny_models):
 
 
 def run_cli(root, model, out, *extra, check=None):
-    cmd = [sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
+    cmd = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
            "--query-mapping", str(root / "queries.tsv"), "--video-dir", str(root / "videos"), "--output-dir", str(out),
            "--fps", "2", "--max-frames", "8", "--tokens-per-frame", "4", "--no-progress", *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
@@ -78,7 +78,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(setup, tmp_path):
     root, model, videos = setup
     out = tmp_path / "out"
     cmd_env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
-    cmd = [sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
+    cmd = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries", str(root / "v2q.json"),
            "--query-mapping", str(root / "queries.tsv"), "--video-dir", str(root / "videos"), "--output-dir", str(out),
            "--fps", "2", "--max-frames", "8", "--tokens-per-frame", "4", "--no-progress"]
     process = subprocess.Popen(cmd, env=cmd_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -133,14 +133,14 @@ def test_a_prompt_other_than_the_trained_one_is_warned_about(setup, tmp_path):
 def test_bad_inputs(setup, tmp_path):
     root, model, _ = setup
     (tmp_path / "bad.tsv").write_text("q1 no tab here\n")
-    result = subprocess.run([sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries",
+    result = subprocess.run([sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
                              str(root / "v2q.json"), "--query-mapping", str(tmp_path / "bad.tsv"), "--video-dir",
                              str(root / "videos"), "--output-dir", str(tmp_path / "o")],
                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert result.returncode == 2 and "bad.tsv:1" in result.stderr
     # only unreadable videos: nothing could be scored -> exit 1
     formats.write_json(tmp_path / "v2q.json", {"empty": ["q1"], "text": ["q1"]})
-    result = subprocess.run([sys.executable, "-m", "rankvideo.scoring.rerank", "--model", str(model), "--video2queries",
+    result = subprocess.run([sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
                              str(tmp_path / "v2q.json"), "--query-mapping", str(root / "queries.tsv"), "--video-dir",
                              str(root / "videos"), "--output-dir", str(tmp_path / "o2"), "--no-progress"],
                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
