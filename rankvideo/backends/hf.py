@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
+import types
 from typing import Sequence
 
 from rankvideo import models, prompts
 from rankvideo.config import defaults
-from rankvideo.video import LoadedVideo
 from rankvideo.backends import pair_scores
+from rankvideo.video import LoadedVideo
 
 log = logging.getLogger(__name__)
 
@@ -443,8 +445,6 @@ def _batch_vision_attention(model) -> None:
     keep transformers' own path. The forward is set on this model's attention modules only: the
     transformers class is left as it is (other models in the process keep the stock code).
     Measured (H200, 32 frames): vision tower 42 -> 31 ms, and no longer host-bound."""
-    import types
-
     import torch
 
     visual = getattr(getattr(model, "model", None), "visual", None)
@@ -597,8 +597,6 @@ _ENTRIES: dict = {}
 def _entry_function(kind: str):
     """A copy of :func:`_call_layer` with a code object of its own for each module kind (dynamo's
     cache is per code object; see :func:`_install_compiled`)."""
-    import types
-
     if kind not in _ENTRIES:
         name = f"rankvideo_compiled_{kind}"
         code = _call_layer.__code__.replace(co_name=name)
@@ -641,8 +639,6 @@ def _compile_forward(module, state: _CompileState, cache_free: bool, kind: str) 
 def compile_stats() -> dict:
     """What torch.compile did in this process: frames compiled (first compilations and recompilations),
     seconds spent compiling, graphs; and the GPU's peak allocated memory. {} when torch is not loaded."""
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is None:
         return {}
