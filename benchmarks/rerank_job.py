@@ -247,7 +247,7 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
         pairs_per_s_loop=pairs / loop if loop and pairs else None,
         first_video_done_s=(first_done - start) if first_done else None,
         decode_s=summary.get("seconds_decoding"), waited_for_decode_s=summary.get("seconds_waiting_for_decode"),
-        scoring_s=summary.get("seconds_scoring"),
+        scoring_s=summary.get("seconds_scoring"), preparing_s=summary.get("seconds_preparing"),
         recompiles=len(recompiles), recompiles_after_first_video=len(after_first),
         recompile_reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:12]),
         frames_compiled=child.get("frames_compiled"), compile_s=child.get("compile_s"),

@@ -264,3 +264,43 @@ def test_compiled_layers_compile_once_for_all_video_sizes_lengths_and_query_coun
         torch._dynamo.reset()
     for a, b in zip(first + [s for v in later for s in v], reference + [s for v in reference_later for s in v]):
         assert a["logit_delta"] == pytest.approx(b["logit_delta"], abs=1e-5)
+
+
+def test_pipelined_rerank_loop_writes_what_score_video_gives(backend, videos, tmp_path):
+    """The rerank loop with the HF backend runs pipelined: each video's host work (prompts, tokens,
+    pixels, positions) in the decode threads, the next video launched before the previous one's
+    scores are read. The files it writes hold exactly what score_video gives video by video, for one
+    query, several, and more than one chunk of suffixes (query_batch_size 2)."""
+    import threading
+
+    from rankvideo.data import formats
+    from rankvideo.scoring.rerank import rerank_unlocked
+    from rankvideo.video import VideoResolver
+
+    assert backend._lean is not None  # transformers' precomputed vision inputs are used
+    ids = [p.stem for p in videos]
+    counts = [1, 3, 4, 2]
+    video2queries = {vid: [f"q{i}" for i in range(n)] for vid, n in zip(ids, counts)}
+    texts = {f"q{i}": q for i, q in enumerate(QUERIES)}
+    threads = []
+    prepare = backend.prepare
+
+    def recording_prepare(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return prepare(*args, **kwargs)
+
+    backend.prepare, backend.query_batch_size = recording_prepare, 2
+    try:
+        summary = rerank_unlocked(video2queries, texts, VideoResolver(videos[0].parent, "flat"), tmp_path / "out",
+                                  backend.score_video, "m", SETTINGS, progress=False, decode_ahead=2, decode_workers=2)
+        del backend.prepare
+        expected = {vid: backend.score_video(load_video(path, SETTINGS), [texts[q] for q in video2queries[vid]])
+                    for vid, path in zip(ids, videos)}
+    finally:
+        backend.__dict__.pop("prepare", None)
+        backend.query_batch_size = 16
+    assert summary.videos_scored == 4 and summary.pairs_scored == sum(counts) and summary.seconds_preparing > 0
+    assert len(threads) == 4 and all(name.startswith("rankvideo-decode") for name in threads)
+    for vid in ids:
+        written = formats.read_video_scores(tmp_path / "out" / formats.rerank_filename(vid, "m"))[vid]
+        assert [written[q]["logit_delta"] for q in video2queries[vid]] == [s["logit_delta"] for s in expected[vid]]

@@ -29,6 +29,54 @@ class Backend(Protocol):
         """Greedy continuation of a chat (its video item, if any, is ``video``)."""
 
 
+class PipelinedBackend(Backend, Protocol):
+    """A backend whose scoring comes in two steps, so that a job keeps the device busy:
+    ``launch(prepare(video, queries, description)).result() == score_video(video, queries, description)``.
+    ``prepare`` is host work (prompts, tokens, pixels, positions) that may run in a decode thread while
+    the previous video is on the device; ``launch`` queues the device work and returns at once."""
+
+    def prepare(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None): ...
+
+    def launch(self, prepared) -> "PendingScores": ...
+
+
+def is_pipelined(backend) -> bool:
+    return callable(getattr(backend, "prepare", None)) and callable(getattr(backend, "launch", None))
+
+
+class PendingScores:
+    """One video's scores on their way from the device; :meth:`result` waits for them."""
+
+    def __init__(self, scores: list[dict] | None = None, host=None, event=None):
+        self._scores, self._host, self._event = scores, host, event
+
+    @classmethod
+    def of(cls, logprobs) -> "PendingScores":
+        """From a [n, 2] (log P(yes), log P(no)) tensor: on CUDA copied into pinned memory behind an
+        event (nothing waits here), elsewhere read at once."""
+        import torch
+
+        if logprobs.device.type != "cuda":
+            return cls(scores=scores_of(logprobs))
+        host = torch.empty(logprobs.shape, dtype=logprobs.dtype, pin_memory=True)
+        host.copy_(logprobs, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return cls(host=host, event=event)
+
+    def result(self) -> list[dict]:
+        if self._scores is None:
+            self._event.synchronize()
+            self._scores = scores_of(self._host)
+            self._host = self._event = None
+        return self._scores
+
+
+def scores_of(logprobs) -> list[dict]:
+    """Score dicts of a [n, 2] (log P(yes), log P(no)) tensor on the host."""
+    return [pair_scores(y, n) for y, n in logprobs.tolist()]
+
+
 def pair_scores(logprob_yes: float, logprob_no: float) -> dict:
     """The four fields of one scored pair (plus the published model card's alias)."""
     delta = logprob_yes - logprob_no

@@ -17,16 +17,36 @@ import inspect
 import logging
 import sys
 import types
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from rankvideo import models, prompts
 from rankvideo.config import defaults
-from rankvideo.backends import pair_scores
+from rankvideo.backends import PendingScores, scores_of
 from rankvideo.video import LoadedVideo
 
 log = logging.getLogger(__name__)
 
 VISION_END = "<|vision_end|>"
+
+
+@dataclass
+class PreparedVideo:
+    """One video's scoring inputs, made by :meth:`HFBackend.prepare` (host side) for :meth:`HFBackend.launch`.
+
+    ``host`` is None for the modes that score in :meth:`HFBackend.launch` from ``video`` and ``queries``;
+    else the pinned tensors of the prefix and first chunk of suffixes (``chunks``: the further chunks'
+    packing), with ``grid`` (video_grid_thw, on the CPU), ``prefix_len`` and ``next_position`` (the
+    first M-RoPE position after the video)."""
+
+    video: LoadedVideo
+    queries: list
+    description: str | None = None
+    host: dict | None = None
+    grid: object = None
+    prefix_len: int = 0
+    next_position: int = 0
+    chunks: list = field(default_factory=list)
 
 
 class HFBackend:
@@ -45,8 +65,10 @@ class HFBackend:
       against the cache (a second, short and launch-bound LLM call per chunk).
     - ``vision_attention``: ``"batched"`` (default): one attention call over the equal-sized frame
       groups of a video in each vision layer; ``"transformers"``: transformers' own loop.
-    - ``processor_device``: where the video processor turns uint8 frames into patches; default the
-      model's device when it is a GPU (7 ms instead of 30 ms a video), else the CPU.
+    - ``processor_device``: where the video processor turns uint8 frames into patches. Default: the CPU
+      for the pipelined path (:meth:`prepare`, run in a rerank job's decode threads, off the scoring
+      thread), the model's device when it is a GPU for the paths that process in the scoring thread
+      (``per_pair``, ``cached``: 7 ms instead of 30 ms a video).
     - ``cudnn_attention``: cuDNN's attention kernels (PyTorch's first choice on Hopper) build a new
       plan for every new shape/stride of a call, and a shared-prefix pass brings new ones with every
       video (60-100 ms per video lost, measured on an H200). Default (None): cuDNN only for single full
@@ -59,6 +81,9 @@ class HFBackend:
       work (RMSNorm, rotary, SiLU*mul, residual adds). Default (None): on for CUDA, off on the CPU.
       The first videos of each new shape pay the compilation (tens of seconds); if compiling fails the
       backend warns once and runs eagerly.
+    - ``fp8`` (off by default): the linear layers of the LLM and the vision tower in float8 e4m3 with
+      per-channel weight and per-token activation scales (:mod:`rankvideo.backends.fp8`); scores move
+      by a little (see docs/reranking.md for the agreement measured against bf16).
     """
 
     name = "hf"
@@ -68,7 +93,8 @@ class HFBackend:
                  query_batch_size: int | None = None, local_files_only: bool | None = None, trust_remote_code: bool = False,
                  allow_pickle_weights: bool = False, attn_implementation: str | None = None,
                  suffixes: str = "merged", vision_attention: str = "batched", processor_device: str | None = None,
-                 compile: bool | None = None, cudnn_attention: bool | None = None, answer_tokens: str = "variants"):
+                 compile: bool | None = None, cudnn_attention: bool | None = None, answer_tokens: str = "variants",
+                 fp8: bool = False):
         options = models.LoadOptions(cache_dir=cache_dir, local_files_only=local_files_only,
                                      trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
         vlm, processor = models.load_vlm(model, options, device=device, dtype=dtype,
@@ -76,7 +102,7 @@ class HFBackend:
         self._setup(vlm, processor, models.model_name(model), prompt_variant=prompt_variant, mode=mode,
                     query_batch_size=query_batch_size, suffixes=suffixes, vision_attention=vision_attention,
                     processor_device=processor_device, compile=compile, cudnn_attention=cudnn_attention,
-                    answer_tokens=answer_tokens)
+                    answer_tokens=answer_tokens, fp8=fp8)
 
     @classmethod
     def from_model(cls, model, processor, model_name: str = "model", **options) -> "HFBackend":
@@ -89,7 +115,7 @@ class HFBackend:
                mode: str = "shared_prefix", query_batch_size: int | None = None, suffixes: str = "merged",
                vision_attention: str = "batched", processor_device: str | None = None,
                compile: bool | None = None, cudnn_attention: bool | None = None,
-               answer_tokens: str = "variants") -> None:
+               answer_tokens: str = "variants", fp8: bool = False) -> None:
         import torch
 
         if mode not in ("shared_prefix", "per_pair"):
@@ -112,7 +138,7 @@ class HFBackend:
         self.suffixes = suffixes
         self.vision_attention = vision_attention
         cuda = self.device.type == "cuda"
-        self.processor_device = processor_device or (str(self.device) if cuda else "cpu")
+        self.processor_device = processor_device
         self.compile = cuda if compile is None else bool(compile)
         self.cudnn_attention = cudnn_attention
         tokenizer = self.processor.tokenizer
@@ -121,7 +147,12 @@ class HFBackend:
         self.no_ids = torch.tensor(no, device=self.device)
         self._cache_kw = _cache_keyword(self.model.model.language_model.forward)
         self._suffix_template: tuple[tuple[str, str | None], str, str] | None = None  # ((prefix, description), suffix, marker)
+        if fp8:
+            from rankvideo.backends.fp8 import quantize_linears
+
+            log.info("fp8: %d linear layers quantised to float8 e4m3", quantize_linears(self.model))
         _batch_vision_attention(self.model)
+        self._lean = _LeanInputs.for_model(self.model)
         self._split_attention = _use_split_attention(self.model)
         if self.compile:
             _install_compiled(self.model)
@@ -150,10 +181,12 @@ class HFBackend:
 
     # ------------------------------------------------------------------ inputs
 
-    def _processor_inputs(self, texts: list[str], video: LoadedVideo, to_device: bool = True):
-        """The processor's output on the model's device (``to_device=False``: the pixels on
-        ``processor_device``, the text tensors as the processor left them)."""
-        on_device = {"device": self.processor_device} if self.processor_device != "cpu" else {}
+    def _processor_inputs(self, texts: list[str], video: LoadedVideo, to_device: bool = True, device: str | None = None):
+        """The processor's output on the model's device (``to_device=False``: the pixels on ``device``,
+        default ``processor_device`` or else the model's device when it is a GPU, the text tensors as the
+        processor left them)."""
+        device = device or self.processor_device or (str(self.device) if self.device.type == "cuda" else "cpu")
+        on_device = {"device": device} if device != "cpu" else {}
         inputs = self.processor(text=texts, videos=[video.frames] * len(texts), video_metadata=[video.metadata] * len(texts),
                                 do_sample_frames=False, do_resize=False, padding=True, return_tensors="pt", **on_device)
         return inputs.to(self.device) if to_device else inputs
@@ -161,17 +194,23 @@ class HFBackend:
     def _render(self, query: str, description: str | None = None) -> str:
         return prompts.render_rerank(self.processor, query, self.prompt.name, description)
 
-    def _scores_from_logits(self, logits) -> list[dict]:
+    def _answer_logprobs(self, logits):
+        """[n, 2] float32 (log P(yes), log P(no)) on the device, from [n, vocab] logits."""
         import torch
 
         logp = torch.log_softmax(logits.float(), dim=-1)
-        yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
-        no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
-        return [pair_scores(float(y), float(n)) for y, n in zip(yes.tolist(), no.tolist())]
+        return torch.stack([torch.logsumexp(logp[:, self.yes_ids], dim=-1), torch.logsumexp(logp[:, self.no_ids], dim=-1)], -1)
+
+    def _scores_from_logits(self, logits) -> list[dict]:
+        return scores_of(self._answer_logprobs(logits))
 
     # ------------------------------------------------------------------ scoring
 
     def score_video(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> list[dict]:
+        return self.launch(self.prepare(video, queries, description)).result()
+
+    def _score_video_now(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> list[dict]:
+        """Scores of the modes without a lean path (see :meth:`prepare`), computed before returning."""
         if not queries:
             return []
         self._activate()
@@ -204,12 +243,13 @@ class HFBackend:
         query and the suffixes are filled in from it; the first query is also rendered in full and must
         give the same text (else every query is rendered, as :meth:`split_prompt` does)."""
         prefix, first = self.split_prompt(queries[0], description)
-        if self._suffix_template is None or self._suffix_template[0] != (prefix, description):
+        cached = self._suffix_template  # read once: decode threads call this too
+        if cached is None or cached[0] != (prefix, description):
             marker = "\u2063RANKVIDEO-QUERY\u2063"
             marker_prefix, marker_suffix = self.split_prompt(marker, description)
             ok = marker_prefix == prefix and marker_suffix.count(marker) == 1
-            self._suffix_template = ((prefix, description), marker_suffix if ok else "", marker)
-        _, template, marker = self._suffix_template
+            cached = self._suffix_template = ((prefix, description), marker_suffix if ok else "", marker)
+        _, template, marker = cached
         if template and template.replace(marker, queries[0]) == first:
             return prefix, [first] + [template.replace(marker, q) for q in queries[1:]]
         splits = [self.split_prompt(q, description) for q in queries]
@@ -239,33 +279,25 @@ class HFBackend:
         return cache, next_position, prefix_len
 
     def _score_shared_prefix(self, video: LoadedVideo, queries: list[str], description: str | None = None) -> list[dict]:
-        """The video's prefix once, the queries as suffixes packed into batch-1 sequences.
+        """``suffixes="cached"``: the video's prefix alone, then every chunk of packed suffixes against its
+        cache (the merged way, prefix and first chunk in one forward, is :meth:`prepare` and :meth:`launch`).
 
-        ``suffixes="merged"``: prefix + first chunk in one forward (no cache unless more chunks follow);
-        ``"cached"``: prefix alone, then every chunk against its cache. A chunk's suffixes are packed
-        without padding: suffix j gets the positions ``next_position + 0..S_j-1`` (those of its own full
-        prompt) and a boolean mask (the prefix plus its own suffix up to itself); the cache grows by the
-        packed tokens during a call and is cut back to the prefix after it. Only the last position of
-        each suffix goes through lm_head."""
+        A chunk's suffixes are packed without padding into one batch-1 sequence: suffix j gets the
+        positions ``next_position + 0..S_j-1`` (those of its own full prompt) and a boolean mask (the
+        prefix plus its own suffix up to itself); the cache grows by the packed tokens during a call and
+        is cut back to the prefix after it. Only the last position of each suffix goes through lm_head."""
         prefix, suffixes = self.split_prompts(queries, description)
-        tokenizer = self.processor.tokenizer
-        ids = tokenizer(suffixes, add_special_tokens=False)["input_ids"]
-        chunks = [ids[i:i + self.query_batch_size] for i in range(0, len(ids), self.query_batch_size)]
-        if self.suffixes == "cached":
-            cache, next_position, prefix_len = self.prefill(video, prefix)
-            scores: list[dict] = []
-        else:
-            scores, cache, next_position, prefix_len = self._merged_forward(video, prefix, chunks[0],
-                                                                             keep_cache=len(chunks) > 1)
-            chunks = chunks[1:]
-        for chunk in chunks:
-            scores += self._score_chunk(chunk, cache, next_position, prefix_len)
+        ids = self.processor.tokenizer(suffixes, add_special_tokens=False)["input_ids"]
+        cache, next_position, prefix_len = self.prefill(video, prefix)
+        scores: list[dict] = []
+        for i in range(0, len(ids), self.query_batch_size):
+            scores += self._score_chunk(ids[i:i + self.query_batch_size], cache, next_position, prefix_len)
             _truncate_cache(cache, prefix_len)
         return scores
 
     def _to_device(self, tensor):
-        """A small host tensor to the device without a host sync (pinned memory, non-blocking)."""
-        if self.device.type != "cuda":
+        """A host tensor to the device without a host sync (pinned memory, non-blocking)."""
+        if self.device.type != "cuda" or tensor.device.type != "cpu":
             return tensor.to(self.device)
         return tensor.pin_memory().to(self.device, non_blocking=True)
 
@@ -281,36 +313,111 @@ class HFBackend:
         ids = torch.tensor([t for i in chunk for t in i])
         return ids, segment, ends - 1 + offset, within
 
-    def _merged_forward(self, video: LoadedVideo, prefix: str, chunk: list[list[int]], keep_cache: bool):
-        """Vision, prefix and one chunk of suffixes in one forward; (scores, cache, next position, P)."""
+    def _score_chunk(self, chunk: list[list[int]], cache, next_position, prefix_len: int) -> list[dict]:
+        """Score one chunk of packed suffixes against the prefix's cache."""
         import torch
 
-        inputs = self._processor_inputs([prefix], video, to_device=False)
-        prefix_ids = inputs["input_ids"]
+        with torch.inference_mode(), self._kernels(masked=True):
+            return scores_of(self._chunk_logprobs(self._packing(chunk, 0), cache, next_position, prefix_len))
+
+    def _chunk_logprobs(self, packed, cache, next_position, prefix_len: int):
+        """(yes, no) log-probabilities of one chunk of packed suffixes (:meth:`_packing`) against the
+        prefix's cache; the cache grows by the chunk (the caller cuts it back)."""
+        import torch
+
+        device = self.device
+        ids, segment, rows, within = (self._to_device(t) for t in packed)
+        total = int(ids.shape[0])
+        index = torch.arange(total, device=device)
+        own = (segment[:, None] == segment[None, :]) & (index[None, :] <= index[:, None])
+        mask = torch.cat([torch.ones(total, prefix_len, dtype=torch.bool, device=device), own], dim=1)[None, None]
+        position_ids = (next_position + within).view(1, 1, -1).expand(3, 1, -1)
+        embeds = self.model.model.get_input_embeddings()(ids[None])
+        out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                              use_cache=True, **{self._cache_kw: cache})
+        return self._answer_logprobs(self.model.lm_head(out.last_hidden_state[0, rows]))
+
+    # ------------------------------------------------------------------ pipelined scoring
+
+    def prepare(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> "PreparedVideo":
+        """The host-side work of scoring one video, done ahead of :meth:`launch` (and safe to run in a
+        decode thread while the GPU scores the previous video).
+
+        Renders and tokenises the prompts, runs the processor on ``processor_device``, computes the
+        M-RoPE positions, the packing of the suffixes and what the vision tower would derive from
+        ``video_grid_thw`` (attention lengths, rotary and interpolated position tables) on the CPU, and
+        puts every tensor in pinned memory. Modes without a lean path (``per_pair``, query-first prompts,
+        ``suffixes="cached"``, models without transformers' precomputed vision inputs) keep the arguments
+        and score in :meth:`launch`."""
+        import torch
+
+        queries = list(queries)
+        prepared = PreparedVideo(video=video, queries=queries, description=description)
+        if not queries or self.mode == "per_pair" or self.suffixes != "merged" or self._lean is None:
+            return prepared
+        prefix, suffixes = self.split_prompts(queries, description)
+        ids = self.processor.tokenizer(suffixes, add_special_tokens=False)["input_ids"]
+        chunks = [ids[i:i + self.query_batch_size] for i in range(0, len(ids), self.query_batch_size)]
+        inputs = self._processor_inputs([prefix], video, to_device=False, device=self.processor_device or "cpu")
+        cpu = {k: (v.cpu() if torch.is_tensor(v) and k != "pixel_values_videos" else v) for k, v in inputs.items()}
+        prefix_ids = cpu["input_ids"]
         prefix_len = int(prefix_ids.shape[1])
-        cpu = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in inputs.items()
-               if k in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
-        positions, _ = _rope_index(self.model.model, cpu)  # on the CPU: no host sync
+        positions, _ = _rope_index(self.model.model, cpu)
         next_position = int(positions[:, 0].max()) + 1
-        ids, segment, rows, within = self._packing(chunk, prefix_len)
-        total = prefix_len + int(ids.shape[0])
-        position_ids = torch.cat([positions.to(torch.long), (next_position + within).view(1, 1, -1).expand(3, 1, -1)], -1)
-        # segment of every token: -1 for the prefix; a key is visible to a query when it is not later and
-        # is in the prefix or in the query's own suffix
-        token_segment = torch.cat([torch.full((prefix_len,), -1), segment])
-        input_ids = torch.cat([prefix_ids, ids.view(1, -1).to(prefix_ids.dtype)], 1)
-        token_segment, position_ids, rows, input_ids = (self._to_device(t) for t in
-                                                        (token_segment, position_ids, rows, input_ids))
-        if len(chunk) == 1:
+        ids0, segment, rows, within = self._packing(chunks[0], prefix_len)
+        grid = cpu["video_grid_thw"]
+        host = {
+            "input_ids": torch.cat([prefix_ids, ids0.view(1, -1).to(prefix_ids.dtype)], 1),
+            "position_ids": torch.cat([positions.to(torch.long),
+                                       (next_position + within).view(1, 1, -1).expand(3, 1, -1)], -1).contiguous(),
+            "token_segment": torch.cat([torch.full((prefix_len,), -1), segment]),
+            "rows": rows,
+            "video_index": (prefix_ids[0] == self.model.config.video_token_id).nonzero().view(-1),
+            **self._lean.vision_inputs(grid),
+        }
+        pin = self.device.type == "cuda"
+        prepared.host = {k: (v.pin_memory() if pin else v) for k, v in host.items()}
+        pixels, dtype = inputs["pixel_values_videos"], self.model.model.visual.dtype
+        if pin and pixels.device.type == "cpu":  # cast straight into pinned memory (one pass over the pixels)
+            prepared.host["pixel_values"] = torch.empty(pixels.shape, dtype=dtype, pin_memory=True).copy_(pixels)
+        else:
+            prepared.host["pixel_values"] = pixels.to(dtype)
+        prepared.grid = grid
+        prepared.prefix_len, prepared.next_position = prefix_len, next_position
+        prepared.chunks = [self._packing(chunk, 0) for chunk in chunks[1:]]
+        if pin:
+            prepared.chunks = [tuple(t.pin_memory() for t in packed) for packed in prepared.chunks]
+        return prepared
+
+    def launch(self, prepared: "PreparedVideo") -> "PendingScores":
+        """Queue one prepared video's scoring on the device and return without waiting for it (no host
+        synchronisation on the lean path: the inputs go up from pinned memory, the scores come down
+        into pinned memory behind an event); :meth:`PendingScores.result` waits."""
+        if prepared.host is None:
+            return PendingScores(scores=self._score_video_now(prepared.video, prepared.queries, prepared.description))
+        self._activate()
+        with self._kernels(masked=len(prepared.queries) > 1):
+            logp = self._launch_lean(prepared)
+        return PendingScores.of(logp)
+
+    def _launch_lean(self, prepared: "PreparedVideo"):
+        import torch
+
+        t = {k: self._to_device(v) for k, v in prepared.host.items()}
+        prefix_len, total = prepared.prefix_len, int(t["input_ids"].shape[1])
+        first_chunk = int(t["rows"].shape[0])
+        if first_chunk == 1:
             mask = None  # one suffix: plainly causal (the kernels' own causal path)
         else:
             index = torch.arange(total, device=self.device)
-            # with the split attention, only the suffixes' rows: the prefix's rows are plainly causal and
-            # run as such (see _use_split_attention); else every row
+            segment = t["token_segment"]
+            # a key is visible to a query when it is not later and is in the prefix or in the query's own
+            # suffix; with the split attention only the suffixes' rows (the prefix's rows are plainly
+            # causal and run as such, see _use_split_attention), else every row
             rows_from = prefix_len if self._split_attention else 0
             query = index[rows_from:, None]
             mask = ((index[None, :] <= query)
-                    & ((token_segment[None, :] < 0) | (token_segment[None, :] == token_segment[rows_from:, None])))[None, None]
+                    & ((segment[None, :] < 0) | (segment[None, :] == segment[rows_from:, None])))[None, None]
             if self._split_attention:  # as an additive bias, rows 16-byte aligned (what the kernel needs)
                 dtype = self.model.dtype
                 # 8 columns more than the alignment needs: the row stride never equals the length, else a
@@ -318,34 +425,23 @@ class HFBackend:
                 bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8 + 8), torch.finfo(dtype).min, dtype=dtype,
                                   device=self.device)
                 mask = bias[..., :total].masked_fill_(mask, 0)
-        model_inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("pixel_values_videos", "video_grid_thw")}
+        keep_cache = bool(prepared.chunks)
+        model = self.model.model
         with torch.inference_mode():
-            out = self.model.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                   use_cache=keep_cache, **model_inputs)
-            scores = self._scores_from_logits(self.model.lm_head(out.last_hidden_state[0, rows]))
-        cache = None
-        if keep_cache:
-            cache = getattr(out, "cache", None) or getattr(out, "past_key_values")
-            _truncate_cache(cache, prefix_len)
-        return scores, cache, next_position, prefix_len
-
-    def _score_chunk(self, chunk: list[list[int]], cache, next_position, prefix_len: int) -> list[dict]:
-        """Score one chunk of packed suffixes against the prefix's cache."""
-        import torch
-
-        device = self.device
-        ids, segment, rows, within = self._packing(chunk, 0)
-        ids, segment, rows, within = (self._to_device(t) for t in (ids, segment, rows, within))
-        total = int(ids.shape[0])
-        index = torch.arange(total, device=device)
-        own = (segment[:, None] == segment[None, :]) & (index[None, :] <= index[:, None])
-        mask = torch.cat([torch.ones(total, prefix_len, dtype=torch.bool, device=device), own], dim=1)[None, None]
-        position_ids = (next_position + within).view(1, 1, -1).expand(3, 1, -1)
-        with torch.inference_mode(), self._kernels(masked=True):
-            embeds = self.model.model.get_input_embeddings()(ids[None])
-            out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                                                  use_cache=True, **{self._cache_kw: cache})
-            return self._scores_from_logits(self.model.lm_head(out.last_hidden_state[0, rows]))
+            vision = model.visual(t["pixel_values"], grid_thw=prepared.grid, **self._lean.vision_kwargs(t, prepared.grid))
+            embeds = model.get_input_embeddings()(t["input_ids"])
+            embeds[0].index_copy_(0, t["video_index"], vision.pooler_output.to(embeds.dtype))
+            out = model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=t["position_ids"],
+                                       use_cache=keep_cache, visual_pos_masks=t["video_index"],
+                                       deepstack_visual_embeds=list(vision.deepstack_features))
+            logps = [self._answer_logprobs(self.model.lm_head(out.last_hidden_state[0, t["rows"]]))]
+            if keep_cache:
+                cache = getattr(out, "cache", None) or getattr(out, "past_key_values")
+                _truncate_cache(cache, prefix_len)
+                for packed in prepared.chunks:
+                    logps.append(self._chunk_logprobs(packed, cache, prepared.next_position, prefix_len))
+                    _truncate_cache(cache, prefix_len)
+            return torch.cat(logps) if len(logps) > 1 else logps[0]
 
     # ------------------------------------------------------------------ generation
 
@@ -673,3 +769,67 @@ def _rope_index(vl_model, inputs):
     if "mm_token_type_ids" in inspect.signature(vl_model.get_rope_index).parameters:
         kwargs["mm_token_type_ids"] = inputs["mm_token_type_ids"]
     return vl_model.get_rope_index(inputs["input_ids"], **kwargs)
+
+
+class _LeanInputs:
+    """What Qwen3-VL's vision tower derives from ``video_grid_thw`` (attention lengths, rotary position
+    ids, the interpolation of its learned position table), computed on the CPU with transformers' own
+    helpers (``transformers.vision_utils``) and passed to the tower as its precomputed keywords; and the
+    LLM's DeepStack step fed an index of the video positions instead of a boolean mask.
+
+    On the device these would cost host syncs in every video (``grid_thw.tolist()``, a boolean mask's
+    ``nonzero``), each waiting for the GPU to finish the previous video. :meth:`for_model` is None for a
+    model whose vision tower or LLM does not read them this way (the backend then scores each video
+    before returning, the ``cached`` way)."""
+
+    TABLES = ("cu_seqlens", "position_ids", "interp_indices", "interp_weights")
+
+    def __init__(self, visual, vision_utils):
+        self.visual, self.utils = visual, vision_utils
+
+    @classmethod
+    def for_model(cls, model) -> "_LeanInputs | None":
+        import torch
+
+        visual = getattr(model.model, "visual", None)
+        language_model = getattr(model.model, "language_model", None)
+        try:
+            from transformers import vision_utils
+        except ImportError:
+            return None
+        if visual is None or not hasattr(type(language_model), "_deepstack_process"):
+            return None
+        names = set(inspect.unwrap(type(visual).forward).__code__.co_names)
+        helpers = {"get_vision_interpolation_indices_and_weights", "get_vision_position_ids", "get_vision_attention_seqlens"}
+        attributes = ("num_grid_per_side", "interpolation_mode", "interpolation_align_corners", "spatial_merge_size")
+        if not helpers <= names or not all(hasattr(visual, a) for a in attributes):
+            return None
+        original = type(language_model)._deepstack_process
+
+        def deepstack(self, hidden_states, visual_pos_masks, visual_embeds):
+            if visual_pos_masks.dtype == torch.bool:
+                return original(self, hidden_states, visual_pos_masks, visual_embeds)
+            hidden_states = hidden_states.clone()  # transformers' arithmetic, indexed by position
+            hidden_states[:, visual_pos_masks] = hidden_states[:, visual_pos_masks] + visual_embeds.to(hidden_states.dtype)
+            return hidden_states
+
+        language_model._deepstack_process = types.MethodType(deepstack, language_model)
+        return cls(visual, vision_utils)
+
+    def vision_inputs(self, grid) -> dict:
+        """The tables of one ``video_grid_thw`` (on the CPU), keyed ``vision_<name>``."""
+        visual, utils = self.visual, self.utils
+        indices, weights = utils.get_vision_interpolation_indices_and_weights(
+            grid, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+            align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.config.spatial_merge_size)
+        cu_seqlens, _ = utils.get_vision_attention_seqlens(grid, visual.config)
+        tables = {"cu_seqlens": cu_seqlens, "position_ids": utils.get_vision_position_ids(grid, visual.spatial_merge_size),
+                  "interp_indices": indices, "interp_weights": weights}
+        return {f"vision_{k}": v for k, v in tables.items()}
+
+    def vision_kwargs(self, tensors: dict, grid) -> dict:
+        """The vision tower's keywords from :meth:`vision_inputs`' tensors (on the device by now)."""
+        kwargs = {k: tensors[f"vision_{k}"] for k in self.TABLES}
+        if "flash" in str(getattr(self.visual.config, "_attn_implementation", "")):  # the longest frame group
+            kwargs["max_seqlen"] = int((grid[:, 1] * grid[:, 2]).max())
+        return kwargs

@@ -74,7 +74,8 @@ class RerankSummary:
     videos_decoded_twice: int = 0  # files decoded more than once in this job (must stay 0)
     seconds_decoding: float = 0.0  # decoding + resizing, in the background thread (CPU)
     seconds_waiting_for_decode: float = 0.0  # scoring loop blocked on a decode that was not ready
-    seconds_scoring: float = 0.0
+    seconds_preparing: float = 0.0  # a pipelined backend's host work (prompts, pixels), in the decode threads
+    seconds_scoring: float = 0.0  # the loop launching scoring and waiting for scores
     seconds_total: float = 0.0  # wall time of the decode + score loop
 
     def line(self) -> str:
@@ -85,7 +86,7 @@ class RerankSummary:
                 f"failed {self.videos_failed}; unknown query ids {len(self.unknown_queries)}; "
                 f"videos decoded {self.decodes} (decode {self.seconds_decoding:.1f} s = {share:.0f}% of the "
                 f"{self.seconds_total:.1f} s loop, overlapped with scoring; waited {self.seconds_waiting_for_decode:.1f} s; "
-                f"score {self.seconds_scoring:.1f} s)")
+                f"prepare {self.seconds_preparing:.1f} s; score {self.seconds_scoring:.1f} s)")
 
 
 def _timed_load(load, item):
@@ -240,7 +241,10 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
     VLMReranker's method. The next ``decode_ahead`` videos are decoded in background threads while
     the current one is scored (0: decode, then score, one after the other), by ``decode_workers``
     threads (default :func:`default_decode_workers`; ``decode_ahead`` is raised to it), or processes with
-    ``decode_in_processes`` (decoding then takes no GIL from the scoring thread). ``descriptions``
+    ``decode_in_processes`` (decoding then takes no GIL from the scoring thread). When ``score_video``
+    is the method of a pipelined backend (:class:`rankvideo.backends.PipelinedBackend`), its host work
+    is done in the decode threads too, and each video is queued on the device before the previous
+    one's scores are read and written. ``descriptions``
     ({video id: text}): each query is shown with its video's description; a video without one is
     recorded as a failure.
     """
@@ -278,9 +282,24 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
             continue
         todo.append((video_id, qids, out_path))
 
+    # a pipelined backend (rankvideo.backends.PipelinedBackend) gets each video's host work done in the
+    # decode threads, and the next video queued on the device before this one's scores are read
+    backend = getattr(score_video, "__self__", None)
+    pipelined = backends.is_pipelined(backend) and getattr(score_video, "__name__", "") == "score_video"
+
+    def texts(item):
+        video_id, qids = item[0], item[1]
+        return [queries[q] for q in qids], (descriptions[video_id] if descriptions is not None else None)
+
+    def prepare(item, video):
+        start = time.perf_counter()
+        prepared = backend.prepare(video, *texts(item))
+        return prepared, time.perf_counter() - start
+
     def decode(item):
         video_id = item[0]
-        return load_video(resolver.resolve(video_id), settings, video_id=video_id)
+        video = load_video(resolver.resolve(video_id), settings, video_id=video_id)
+        return prepare(item, video) if pipelined else (video, 0.0)
 
     def resolved(video_id):  # paths found here, decoded in a worker process
         try:
@@ -302,36 +321,50 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
     if decode_ahead > 0:
         log.info("decoding in %d background %s, up to %d videos ahead", workers,
                  "processes" if executor else "threads", max(decode_ahead, workers))
-    compile_stats = getattr(getattr(score_video, "__self__", None), "compile_stats", None)
+    compile_stats = getattr(backend, "compile_stats", None)
+    in_flight = None  # (video_id, qids, out_path, pending scores) of the video on the device
+
+    def finish(video_id, qids, out_path, pending):
+        start = time.perf_counter()
+        scores = pending.result()
+        summary.seconds_scoring += time.perf_counter() - start
+        formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
+        failures.discard(video_id)  # a retry that worked: the old failure record goes
+        summary.videos_scored += 1
+        summary.pairs_scored += len(qids)
+        if compile_stats is not None and summary.videos_scored == 1:
+            log.info("job stats after the first video: %s", json.dumps(compile_stats()))
+        elapsed = time.perf_counter() - loop_start
+        bar.update(1)
+        bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
+
     try:
-        for (video_id, qids, out_path, *_), loaded, error, seconds, waited in prefetched(
-                todo, load, ahead=decode_ahead, workers=workers, executor=executor):
-            if executor is not None and loaded is not None:
+        for item, loaded, error, seconds, waited in prefetched(todo, load, ahead=decode_ahead, workers=workers,
+                                                               executor=executor):
+            video_id, qids, out_path = item[:3]
+            if executor is not None and loaded is not None:  # from a decode process: (video, decode counts)
                 video, counts = loaded
                 add_decode_counts(counts)
-            else:
-                video = loaded
-            summary.seconds_decoding += seconds
+                loaded = prepare(item, video) if pipelined else (video, 0.0)
             summary.seconds_waiting_for_decode += waited
             if error is not None:
+                summary.seconds_decoding += seconds
                 failures.replace(video_id, error.path, error.reason)
                 summary.videos_failed += 1
                 log.warning("video %s: %s (%s); skipped", video_id, error.reason, error.path)
                 bar.update(1)
                 continue
+            ready, preparing = loaded
+            summary.seconds_decoding += seconds - (preparing if executor is None else 0.0)
+            summary.seconds_preparing += preparing
             start = time.perf_counter()
-            description = descriptions[video_id] if descriptions is not None else None
-            scores = score_video(video, [queries[q] for q in qids], description)
+            pending = backend.launch(ready) if pipelined else backends.PendingScores(score_video(ready, *texts(item)))
             summary.seconds_scoring += time.perf_counter() - start
-            formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
-            failures.discard(video_id)  # a retry that worked: the old failure record goes
-            summary.videos_scored += 1
-            summary.pairs_scored += len(qids)
-            if compile_stats is not None and summary.videos_scored == 1:
-                log.info("job stats after the first video: %s", json.dumps(compile_stats()))
-            elapsed = time.perf_counter() - loop_start
-            bar.update(1)
-            bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
+            if in_flight is not None:
+                finish(*in_flight)
+            in_flight = (video_id, qids, out_path, pending)
+        if in_flight is not None:
+            finish(*in_flight)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
@@ -434,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--query-batch-size", type=int, default=None,
                         help="queries of one video per forward (hf; default: the config schema's rerank.query_batch_size)")
+    parser.add_argument("--fp8", action="store_true",
+                        help="hf: linear layers in float8 (per-channel weight, per-token activation scales); off by default")
     parser.add_argument("--gpu-memory", type=float, default=0.9, help="vLLM gpu_memory_utilization")
     parser.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor_parallel_size")
     parser.add_argument("--decode-ahead", type=int, default=2,
@@ -474,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       decode_workers=args.decode_workers, compile_cache=args.compile_cache, decode_in=args.decode_in,
                       options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                               query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
-                                              tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir))
+                                              tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir,
+                                              fp8=args.fp8))
     except OSError as error:  # read-only or full output folder, missing model or weights, lock held
         print(f"error: {formats.io_error_sentence(error)}", file=sys.stderr)
         return 2
@@ -492,12 +528,13 @@ def scoring_settings(backend: str, options: dict) -> dict:
     if backend == "hf":
         device = options.get("device") or models.default_device()
         dtype = str(models.torch_dtype(options.get("dtype"), device)).removeprefix("torch.")
-        return {"device": device.split(":")[0], "dtype": dtype, "query_batch_size": options.get("query_batch_size")}
+        return {"device": device.split(":")[0], "dtype": dtype, "query_batch_size": options.get("query_batch_size"),
+                **({"fp8": True} if options.get("fp8") else {})}
     return {"dtype": options.get("dtype") or "auto", "tensor_parallel_size": options.get("tensor_parallel_size")}
 
 
 def backend_options(backend: str, device=None, dtype=None, query_batch_size=None, gpu_memory=0.9, tensor_parallel=1,
-                    cache_dir=None, trust_remote_code=False, allow_pickle_weights=False) -> dict:
+                    cache_dir=None, trust_remote_code=False, allow_pickle_weights=False, fp8=False) -> dict:
     """The keyword arguments of one backend's constructor."""
     options: dict = {"cache_dir": cache_dir, "dtype": dtype, "trust_remote_code": trust_remote_code}
     if allow_pickle_weights:
@@ -507,6 +544,10 @@ def backend_options(backend: str, device=None, dtype=None, query_batch_size=None
 
             query_batch_size = defaults("rerank")["query_batch_size"]
         options.update(device=device, query_batch_size=query_batch_size)
+        if fp8:
+            options["fp8"] = True
+    elif fp8:
+        raise ValueError("fp8 is an option of the hf backend (vLLM has its own: quantization='fp8')")
     else:
         options.update(gpu_memory_utilization=gpu_memory, tensor_parallel_size=tensor_parallel)
     return options
@@ -619,7 +660,7 @@ def run_shard(model: str, video2queries_path, queries_path, videos: dict, output
                               query_batch_size=rerank_config["query_batch_size"],
                               gpu_memory=rerank_config["gpu_memory"], tensor_parallel=rerank_config["tensor_parallel"],
                               cache_dir=models_config["cache_dir"], trust_remote_code=models_config["trust_remote_code"],
-                              allow_pickle_weights=models_config["allow_pickle_weights"])
+                              allow_pickle_weights=models_config["allow_pickle_weights"], fp8=rerank_config["fp8"])
     summary = run(model, video2queries, formats.read_queries(queries_path), resolver, output_dir, settings,
                   video_ids=sorted(video2queries)[start:end], backend=rerank_config["backend"], model_name=model_name,
                   prompt_variant=rerank_config["prompt_variant"], restart=True, options=options,

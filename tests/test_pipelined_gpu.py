@@ -1,0 +1,47 @@
+"""The HF backend's pipelined path queues a video's scoring on the GPU without waiting for it.
+
+Needs a CUDA GPU (skipped in CI); run on the GPU machine with ``python -m pytest tests/test_pipelined_gpu.py``.
+A host sync inside :meth:`HFBackend.launch` (a ``.tolist()`` of a device tensor, a boolean-mask index, a
+copy from pageable memory) would make the loop wait for the previous video before queueing the next
+one, which is what left an H200 idle for most of a rerank job (issue 26)."""
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+from rankvideo.backends.hf import HFBackend  # noqa: E402
+from rankvideo.demo.synthetic import SyntheticConfig, generate  # noqa: E402
+from rankvideo.demo.tiny_model import build_tiny_vlm  # noqa: E402
+from rankvideo.video import VideoSettings, load_video  # noqa: E402
+
+QUERIES = ["two red circles moving left", "a square", "something blue moving up on a checkered background", "yes",
+           "a green triangle"]
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_launch_never_waits_for_the_gpu(tmp_path, compile):
+    generate(SyntheticConfig.from_dict({"n_videos": 3, "n_test_queries": 2, "n_train_queries": 4}), tmp_path / "bench")
+    settings = VideoSettings.with_tokens(fps=4.0, max_frames=8, tokens_per_frame=4)
+    videos = [load_video(p, settings) for p in sorted((tmp_path / "bench" / "videos").glob("*.mp4"))]
+    backend = HFBackend(str(build_tiny_vlm(tmp_path / "vlm", seed=3)), local_files_only=True, device="cuda",
+                        compile=compile, query_batch_size=2)
+    forms = [QUERIES[:1], QUERIES[:2], QUERIES]  # one query (causal), one chunk (masked), three chunks (cache)
+    expected = {}
+    for video_index, video in enumerate(videos):
+        for queries in forms:  # warm-up: compilation, cuDNN/cuBLAS handles, the pinned-memory pool
+            expected[video_index, len(queries)] = backend.score_video(video, queries)
+    prepared = {(i, len(q)): backend.prepare(video, q) for i, video in enumerate(videos) for q in forms}
+    torch.cuda.synchronize()
+    pending = {}
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for key, item in prepared.items():
+            pending[key] = backend.launch(item)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    per_pair = HFBackend.from_model(backend.model, backend.processor, mode="per_pair", compile=compile)
+    for (video_index, n), scores in pending.items():
+        got = [s["logit_delta"] for s in scores.result()]
+        assert got == [s["logit_delta"] for s in expected[video_index, n]]
+        reference = per_pair.score_video(videos[video_index], QUERIES[:n])
+        assert got == pytest.approx([s["logit_delta"] for s in reference], abs=0.05)
