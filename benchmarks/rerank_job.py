@@ -78,6 +78,8 @@ def _rankvideo_job_stats():
         json.dump(stats, f)
 
 atexit.register(_rankvideo_job_stats)
+if os.environ.get("RANKVIDEO_BENCH_SWITCH_INTERVAL"):  # an experiment: the GIL's switch interval (s)
+    sys.setswitchinterval(float(os.environ["RANKVIDEO_BENCH_SWITCH_INTERVAL"]))
 '''
 
 
@@ -194,7 +196,7 @@ def _day_seconds(t: float) -> float:
 
 
 def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir: Path, args, extra: list[str],
-            timeout: float) -> dict:
+            timeout: float, more_env: dict | None = None) -> dict:
     """One ``python -m rankvideo.rerank`` process; its figures."""
     site = work / "site"
     site.mkdir(exist_ok=True)
@@ -202,7 +204,7 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
     stats_path = work / f"{out_dir.name}.stats.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), str(site), os.environ.get("PYTHONPATH", "")]),
                RANKVIDEO_JOB_STATS=str(stats_path), TORCHINDUCTOR_CACHE_DIR=str(cache),
-               TRITON_CACHE_DIR=str(cache / "triton"), TORCH_LOGS="recompiles", PYTHONUNBUFFERED="1")
+               TRITON_CACHE_DIR=str(cache / "triton"), TORCH_LOGS="recompiles", PYTHONUNBUFFERED="1", **(more_env or {}))
     command = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
                str(work / "video2queries.json"), "--query-mapping", str(work / "queries.tsv"), "--video-dir",
                str(work / "videos"), "--output-dir", str(out_dir), "--no-progress", "--model-name", "m",
@@ -348,6 +350,7 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, default=160)
     parser.add_argument("--runs", default="cold,warm", help="cold,warm for every code version, in this order")
     parser.add_argument("--extra", action="append", default=[], help="NAME=ARGS: more CLI arguments for one version")
+    parser.add_argument("--env", action="append", default=[], help="NAME=KEY=VALUE: an environment variable for one version")
     parser.add_argument("--kinds", action="append", default=[],
                         help="NAME=warm: only these runs for one version (its cache folder: --cache-of)")
     parser.add_argument("--cache-of", action="append", default=[],
@@ -402,6 +405,10 @@ def main(argv=None) -> int:
     codes = [(name, Path(folder).resolve()) for name, folder in (c.split("=", 1) for c in args.code)]
     all_scores = {}
     kinds = dict(k.split("=", 1) for k in args.kinds)
+    envs: dict = {}
+    for item in args.env:
+        name, key, value = item.split("=", 2)
+        envs.setdefault(name, {})[key] = value
     cache_of = dict(c.split("=", 1) for c in args.cache_of)
     for name, folder in codes:
         cache = work / f"cache_{cache_of.get(name, name)}"
@@ -414,7 +421,7 @@ def main(argv=None) -> int:
                 shutil.rmtree(cache, ignore_errors=True)
             cache.mkdir(parents=True, exist_ok=True)
             record = run_job(run_name, folder, work, model_dir, cache, work / f"out_{run_name}", args,
-                             extra.get(name, []), args.run_timeout_s)
+                             extra.get(name, []), args.run_timeout_s, envs.get(name, {}))
             all_scores[run_name] = record.pop("scores")
             result["runs"].append(record)
             first = next(iter(all_scores))

@@ -28,7 +28,6 @@ could be scored, 2 on malformed input or an I/O error (one sentence naming the f
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -97,13 +96,12 @@ def _timed_load(load, item):
         return None, error, time.perf_counter() - start
 
 
-def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | None = None, executor=None):
+def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | None = None):
     """Yield ``(item, loaded, error, seconds, waited)`` for ``items`` in order, loading up to ``ahead``
     items in background threads while the caller works on the current one (``ahead=0``: load in the
     caller's thread). ``workers``: threads loading at once (default ``ahead``; more than ``ahead``
-    raises ``ahead`` to it, so that every worker has an item). ``executor``: a ready pool to load in
-    (e.g. processes; ``load`` must then be picklable), instead of threads of this function's own. ``error`` is the :class:`VideoError` that ``load`` raised (``loaded`` is None then);
-    any other exception is raised here. ``seconds``: time ``load`` took; ``waited``: time the caller
+    raises ``ahead`` to it, so that every worker has an item). ``error`` is the :class:`VideoError` that
+    ``load`` raised (``loaded`` is None then); any other exception is raised here. ``seconds``: time ``load`` took; ``waited``: time the caller
     was blocked on it. Each item is loaded exactly once."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -117,11 +115,7 @@ def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | N
             loaded, error, seconds = _timed_load(load, item)
             yield item, loaded, error, seconds, seconds
         return
-    import contextlib
-
-    owned = executor is None
-    with (ThreadPoolExecutor(workers, thread_name_prefix="rankvideo-decode") if owned
-          else contextlib.nullcontext(executor)) as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="rankvideo-decode") as pool:
         pending = deque(pool.submit(_timed_load, load, item) for item in items[:ahead])
         for index, item in enumerate(items):
             start = time.perf_counter()
@@ -315,9 +309,17 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
     workers = decode_workers or default_decode_workers()
     executor, load = None, decode
     if decode_ahead > 0 and decode_in_processes and todo:
+        # the decode threads hand the decoding to processes (no GIL taken from the scoring thread) and
+        # prepare what comes back (frames arrive through shared memory)
         executor = decode_processes(workers)
-        load = functools.partial(_decode_job, settings)
-        todo = [(*item, resolved(item[0])) for item in todo]
+        paths = {video_id: resolved(video_id) for video_id, *_ in todo}
+
+        def decode_in_process(item):
+            video, counts = executor.submit(_decode_job, settings, (item[0], paths[item[0]])).result()
+            add_decode_counts(counts)
+            return prepare(item, video) if pipelined else (video, 0.0)
+
+        load = decode_in_process
     if decode_ahead > 0:
         log.info("decoding in %d background %s, up to %d videos ahead", workers,
                  "processes" if executor else "threads", max(decode_ahead, workers))
@@ -339,13 +341,8 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
 
     try:
-        for item, loaded, error, seconds, waited in prefetched(todo, load, ahead=decode_ahead, workers=workers,
-                                                               executor=executor):
+        for item, loaded, error, seconds, waited in prefetched(todo, load, ahead=decode_ahead, workers=workers):
             video_id, qids, out_path = item[:3]
-            if executor is not None and loaded is not None:  # from a decode process: (video, decode counts)
-                video, counts = loaded
-                add_decode_counts(counts)
-                loaded = prepare(item, video) if pipelined else (video, 0.0)
             summary.seconds_waiting_for_decode += waited
             if error is not None:
                 summary.seconds_decoding += seconds
@@ -355,7 +352,7 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
                 bar.update(1)
                 continue
             ready, preparing = loaded
-            summary.seconds_decoding += seconds - (preparing if executor is None else 0.0)
+            summary.seconds_decoding += seconds - preparing
             summary.seconds_preparing += preparing
             start = time.perf_counter()
             pending = backend.launch(ready) if pipelined else backends.PendingScores(score_video(ready, *texts(item)))
