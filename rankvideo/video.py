@@ -51,7 +51,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -605,12 +605,16 @@ def resize_like_qwen(video: "torch.Tensor", ele: Mapping[str, Any], image_patch_
     """Resize uint8 frames [T, 3, H, W] exactly as ``qwen_vl_utils.fetch_video`` does after reading
     (same pixel budget rules, ``smart_resize``, bicubic with antialias); stays uint8 where
     ``fetch_video`` returns the same values as float."""
+    return resize_frames(video, qwen_frame_size(video.shape, ele, image_patch_size))
+
+
+def qwen_frame_size(shape: Sequence[int], ele: Mapping[str, Any], image_patch_size: int = 16) -> tuple[int, int]:
+    """(height, width) that ``qwen_vl_utils.fetch_video`` resizes frames of ``shape`` [T, 3, H, W] to.
+    ValueError where smart_resize refuses the aspect ratio."""
     from qwen_vl_utils import vision_process as vp
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as F
 
     factor = image_patch_size * vp.SPATIAL_MERGE_SIZE
-    nframes, _, height, width = video.shape
+    nframes, _, height, width = shape
     min_pixels = ele.get("min_pixels", vp.VIDEO_MIN_TOKEN_NUM * factor * factor)
     total_pixels = ele.get("total_pixels", vp.MODEL_SEQ_LEN * factor * factor * 0.9)
     max_pixels = max(min(vp.VIDEO_MAX_TOKEN_NUM * factor * factor, total_pixels / nframes * vp.FRAME_FACTOR),
@@ -620,8 +624,16 @@ def resize_like_qwen(video: "torch.Tensor", ele: Mapping[str, Any], image_patch_
                                                     min_pixels=min_pixels, max_pixels=max_pixels)
     # smart_resize can floor a thin side to 0 under a small pixel budget (e.g. 200x48 at 4 tokens
     # a frame); keep at least one visual token on each side so that every decodable video is scored
-    resized_height, resized_width = max(factor, resized_height), max(factor, resized_width)
-    return F.resize(video, [resized_height, resized_width], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return max(factor, resized_height), max(factor, resized_width)
+
+
+def resize_frames(video: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+    """Frames [T, 3, H, W] resized to ``size`` (bicubic with antialias, qwen-vl-utils' way), on the
+    frames' device (on a GPU the uint8 values may differ from the CPU's by a rounding step)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    return F.resize(video, list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
 @dataclass
@@ -642,6 +654,14 @@ class LoadedVideo:
     seconds: float = 0.0
     source_size: tuple[int, int] = (0, 0)  # (height, width) before resizing
     errors: dict = field(default_factory=dict)  # reader → message, for readers that failed first
+    resize_to: tuple[int, int] | None = None  # (height, width) still to resize the frames to (load_video(resize=False))
+
+    def resized(self, device=None) -> "LoadedVideo":
+        """This video with its frames resized (``resize_to``), on ``device`` (default: where they are)."""
+        frames = self.frames if device is None else self.frames.to(device)
+        if self.resize_to is None:
+            return self if frames is self.frames else replace(self, frames=frames)
+        return replace(self, frames=resize_frames(frames, self.resize_to), resize_to=None)
 
     @property
     def num_frames(self) -> int:
@@ -651,12 +671,17 @@ class LoadedVideo:
     def visual_tokens(self) -> int:
         """Visual tokens Qwen3-VL makes of these frames (2 frames merged in time, 2x2 in space)."""
         t, _, h, w = self.frames.shape
+        h, w = self.resize_to or (h, w)
         return (t // 2) * (h // 32) * (w // 32)
 
 
 def load_video(path: PathLike, settings: VideoSettings | None = None, *, readers: Sequence[str] | None = None,
-               video_id: str | None = None) -> LoadedVideo:
+               video_id: str | None = None, resize: bool = True) -> LoadedVideo:
     """Decode, sample and resize one video as qwen-vl-utils would for ``settings``.
+
+    ``resize=False``: the sampled frames as decoded, with the size to resize them to in ``resize_to``
+    (:meth:`LoadedVideo.resized` resizes them, e.g. on the GPU, where it is cheap: resizing is most
+    of a decode's CPU time).
 
     ``readers`` are tried in order; a reader that fails is logged and the next one tried. Default:
     decord (as qwen-vl-utils), then PyAV; PyAV first for the containers of
@@ -689,7 +714,8 @@ def load_video(path: PathLike, settings: VideoSettings | None = None, *, readers
                             readers[readers.index(name) + 1])
             continue
         try:
-            frames = resize_like_qwen(video, ele, settings.image_patch_size)
+            size = qwen_frame_size(video.shape, ele, settings.image_patch_size)
+            frames = resize_frames(video, size) if resize else video
         except ValueError as err:  # smart_resize: aspect ratio beyond 200
             raise VideoError(f"unsupported frame size {info.width}x{info.height}: {_short(err)}", video_id, path) from None
         metadata = dict(metadata)
@@ -703,7 +729,8 @@ def load_video(path: PathLike, settings: VideoSettings | None = None, *, readers
                   metadata["total_num_frames"], video.shape[3], video.shape[2], frames.shape[3], frames.shape[2], seconds)
         return LoadedVideo(frames=frames, metadata=metadata, sample_fps=float(sample_fps), reader=name,
                            path=str(path), video_id=video_id, seconds=seconds,
-                           source_size=(int(video.shape[2]), int(video.shape[3])), errors=errors)
+                           source_size=(int(video.shape[2]), int(video.shape[3])), errors=errors,
+                           resize_to=None if resize else size)
     if isinstance(last_error, VideoError):
         reason = last_error.reason
     else:

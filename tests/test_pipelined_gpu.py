@@ -10,9 +10,9 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 from rankvideo.backends.hf import HFBackend  # noqa: E402
-from rankvideo.demo.synthetic import SyntheticConfig, generate  # noqa: E402
 from rankvideo.demo.tiny_model import build_tiny_vlm  # noqa: E402
 from rankvideo.video import VideoSettings, load_video  # noqa: E402
+from tests.videos import make_multivent_tree  # noqa: E402
 
 QUERIES = ["two red circles moving left", "a square", "something blue moving up on a checkered background", "yes",
            "a green triangle"]
@@ -20,12 +20,14 @@ QUERIES = ["two red circles moving left", "a square", "something blue moving up 
 
 @pytest.mark.parametrize("compile", [False, True])
 def test_launch_never_waits_for_the_gpu(tmp_path, compile):
-    generate(SyntheticConfig.from_dict({"n_videos": 3, "n_test_queries": 2, "n_train_queries": 4}), tmp_path / "bench")
+    paths = make_multivent_tree(tmp_path / "videos", ["101", "102", "103"], n_frames=16, rate=4)
     settings = VideoSettings.with_tokens(fps=4.0, max_frames=8, tokens_per_frame=4)
-    videos = [load_video(p, settings) for p in sorted((tmp_path / "bench" / "videos").glob("*.mp4"))]
+    # as a GPU job decodes them: frames still to be resized (on the GPU, in prepare)
+    videos = [load_video(paths[v], settings, resize=False) for v in sorted(paths)]
     backend = HFBackend(str(build_tiny_vlm(tmp_path / "vlm", seed=3)), local_files_only=True, device="cuda",
                         compile=compile, query_batch_size=2)
     forms = [QUERIES[:1], QUERIES[:2], QUERIES]  # one query (causal), one chunk (masked), three chunks (cache)
+    assert backend.resize_on_device and videos[0].resize_to is not None
     expected = {}
     for video_index, video in enumerate(videos):
         for queries in forms:  # warm-up: compilation, cuDNN/cuBLAS handles, the pinned-memory pool

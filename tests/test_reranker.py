@@ -266,11 +266,13 @@ def test_compiled_layers_compile_once_for_all_video_sizes_lengths_and_query_coun
         assert a["logit_delta"] == pytest.approx(b["logit_delta"], abs=1e-5)
 
 
-def test_pipelined_rerank_loop_writes_what_score_video_gives(backend, videos, tmp_path):
+@pytest.mark.parametrize("resize_on_device", [False, True])
+def test_pipelined_rerank_loop_writes_what_score_video_gives(backend, videos, tmp_path, resize_on_device):
     """The rerank loop with the HF backend runs pipelined: each video's host work (prompts, tokens,
     pixels, positions) in the decode threads, the next video launched before the previous one's
     scores are read. The files it writes hold exactly what score_video gives video by video, for one
-    query, several, and more than one chunk of suffixes (query_batch_size 2)."""
+    query, several, and more than one chunk of suffixes (query_batch_size 2); also when the frames
+    reach the backend unresized (what a GPU job does: resized in prepare, on the model's device)."""
     import threading
 
     from rankvideo.data import formats
@@ -289,7 +291,7 @@ def test_pipelined_rerank_loop_writes_what_score_video_gives(backend, videos, tm
         threads.append(threading.current_thread().name)
         return prepare(*args, **kwargs)
 
-    backend.prepare, backend.query_batch_size = recording_prepare, 2
+    backend.prepare, backend.query_batch_size, backend.resize_on_device = recording_prepare, 2, resize_on_device
     try:
         summary = rerank_unlocked(video2queries, texts, VideoResolver(videos[0].parent, "flat"), tmp_path / "out",
                                   backend.score_video, "m", SETTINGS, progress=False, decode_ahead=2, decode_workers=2)
@@ -298,7 +300,7 @@ def test_pipelined_rerank_loop_writes_what_score_video_gives(backend, videos, tm
                     for vid, path in zip(ids, videos)}
     finally:
         backend.__dict__.pop("prepare", None)
-        backend.query_batch_size = 16
+        backend.query_batch_size, backend.resize_on_device = 16, False
     assert summary.videos_scored == 4 and summary.pairs_scored == sum(counts) and summary.seconds_preparing > 0
     assert len(threads) == 4 and all(name.startswith("rankvideo-decode") for name in threads)
     for vid in ids:

@@ -211,6 +211,19 @@ def test_pyav_reader_alone(videos, video_id):
     assert loaded.reader == "pyav" and loaded.metadata["video_backend"] == "pyav"
 
 
+def test_unresized_frames_resize_to_what_load_video_gives(videos):
+    """load_video(resize=False) keeps the sampled frames as decoded with the size qwen-vl-utils would
+    give them; resized() (what a GPU rerank job does on the device) gives load_video's frames exactly."""
+    path = videos["long_40s"][0]
+    whole = load_video(path, SMALL)
+    raw = load_video(path, SMALL, resize=False)
+    assert raw.resize_to == tuple(whole.frames.shape[2:]) and raw.frames.shape[2:] != whole.frames.shape[2:]
+    assert raw.visual_tokens == whole.visual_tokens and raw.metadata == whole.metadata
+    done = raw.resized()
+    assert done.resize_to is None and torch.equal(done.frames, whole.frames)
+    assert whole.resized() is whole
+
+
 def test_expected_sampling(videos):
     long = load_video(videos["long_40s"][0], SMALL)
     assert long.num_frames == 8 and long.metadata["total_num_frames"] == 400  # 80 at 2 fps, capped

@@ -17,7 +17,7 @@ import inspect
 import logging
 import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from rankvideo import models, prompts
@@ -65,10 +65,10 @@ class HFBackend:
       against the cache (a second, short and launch-bound LLM call per chunk).
     - ``vision_attention``: ``"batched"`` (default): one attention call over the equal-sized frame
       groups of a video in each vision layer; ``"transformers"``: transformers' own loop.
-    - ``processor_device``: where the video processor turns uint8 frames into patches. Default: the CPU
-      for the pipelined path (:meth:`prepare`, run in a rerank job's decode threads, off the scoring
-      thread), the model's device when it is a GPU for the paths that process in the scoring thread
-      (``per_pair``, ``cached``: 7 ms instead of 30 ms a video).
+    - ``processor_device``: where the video processor turns uint8 frames into patches. Default: the
+      model's device when it is a GPU (7 ms instead of 30 ms a video), except in :meth:`prepare` for a
+      video already resized on the CPU (then the CPU: prepare runs in a rerank job's decode threads).
+      On a GPU a rerank job also resizes the frames there (``resize_on_device``).
     - ``cudnn_attention``: cuDNN's attention kernels (PyTorch's first choice on Hopper) build a new
       plan for every new shape/stride of a call, and a shared-prefix pass brings new ones with every
       video (60-100 ms per video lost, measured on an H200). Default (None): cuDNN only for single full
@@ -139,6 +139,9 @@ class HFBackend:
         self.vision_attention = vision_attention
         cuda = self.device.type == "cuda"
         self.processor_device = processor_device
+        #: a rerank job hands this backend videos still to be resized (load_video(resize=False)), resized
+        #: and processed on the GPU in :meth:`prepare` (resizing is most of a decode's CPU time)
+        self.resize_on_device = cuda
         self.compile = cuda if compile is None else bool(compile)
         self.cudnn_attention = cudnn_attention
         tokenizer = self.processor.tokenizer
@@ -213,6 +216,7 @@ class HFBackend:
         """Scores of the modes without a lean path (see :meth:`prepare`), computed before returning."""
         if not queries:
             return []
+        video = video.resized()
         self._activate()
         if self.mode == "per_pair" or len(queries) == 1:  # one query: one full forward is cheapest
             with self._kernels():
@@ -355,10 +359,15 @@ class HFBackend:
         prepared = PreparedVideo(video=video, queries=queries, description=description)
         if not queries or self.mode == "per_pair" or self.suffixes != "merged" or self._lean is None:
             return prepared
+        on_device = self.resize_on_device and video.resize_to is not None
+        if on_device and self.device.type == "cuda":  # up without waiting for the video on the GPU now
+            video = replace(video, frames=video.frames.pin_memory().to(self.device, non_blocking=True))
+        video = video.resized(self.device if on_device else None)
         prefix, suffixes = self.split_prompts(queries, description)
         ids = self.processor.tokenizer(suffixes, add_special_tokens=False)["input_ids"]
         chunks = [ids[i:i + self.query_batch_size] for i in range(0, len(ids), self.query_batch_size)]
-        inputs = self._processor_inputs([prefix], video, to_device=False, device=self.processor_device or "cpu")
+        inputs = self._processor_inputs([prefix], video, to_device=False,
+                                        device=self.processor_device or (str(self.device) if on_device else "cpu"))
         cpu = {k: (v.cpu() if torch.is_tensor(v) and k != "pixel_values_videos" else v) for k, v in inputs.items()}
         prefix_ids = cpu["input_ids"]
         prefix_len = int(prefix_ids.shape[1])

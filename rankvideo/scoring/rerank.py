@@ -145,13 +145,13 @@ def _decode_worker_init(threads: int) -> None:
         pass
 
 
-def _decode_job(settings: VideoSettings, job) -> tuple:
+def _decode_job(settings: VideoSettings, job, resize: bool = True) -> tuple:
     """In a decode process: (video, {path: decodes}) of ``job`` = (video_id, path or VideoError)."""
     video_id, path = job[0], job[-1]
     if isinstance(path, VideoError):
         raise path
     before = decode_counts()
-    video = load_video(path, settings, video_id=video_id)
+    video = load_video(path, settings, video_id=video_id, resize=resize)
     return video, {p: n - before.get(p, 0) for p, n in decode_counts().items() if n != before.get(p, 0)}
 
 
@@ -290,9 +290,11 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         prepared = backend.prepare(video, *texts(item))
         return prepared, time.perf_counter() - start
 
+    resize = not (pipelined and getattr(backend, "resize_on_device", False))  # else on the device, in prepare
+
     def decode(item):
         video_id = item[0]
-        video = load_video(resolver.resolve(video_id), settings, video_id=video_id)
+        video = load_video(resolver.resolve(video_id), settings, video_id=video_id, resize=resize)
         return prepare(item, video) if pipelined else (video, 0.0)
 
     def resolved(video_id):  # paths found here, decoded in a worker process
@@ -315,7 +317,7 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         paths = {video_id: resolved(video_id) for video_id, *_ in todo}
 
         def decode_in_process(item):
-            video, counts = executor.submit(_decode_job, settings, (item[0], paths[item[0]])).result()
+            video, counts = executor.submit(_decode_job, settings, (item[0], paths[item[0]]), resize).result()
             add_decode_counts(counts)
             return prepare(item, video) if pipelined else (video, 0.0)
 
