@@ -344,9 +344,9 @@ def write_markdown(r: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--work", type=Path, default=None, help="videos, model, outputs (default /dev/shm or a temp dir)")
-    parser.add_argument("--code", action="append", required=True, help="NAME=DIR: a code version to run")
+    parser.add_argument("--code", action="append", default=[], help="NAME=DIR: a code version to run")
     parser.add_argument("--videos", type=int, default=160)
     parser.add_argument("--runs", default="cold,warm", help="cold,warm for every code version, in this order")
     parser.add_argument("--extra", action="append", default=[], help="NAME=ARGS: more CLI arguments for one version")
@@ -364,6 +364,8 @@ def main(argv=None) -> int:
         data = json.loads(args.report.read_text())
         write_markdown(data, args.report.with_suffix(".md"))
         return 0
+    if not args.out or not args.code:
+        parser.error("--out and --code are required (or --report)")
     t0 = time.perf_counter()
     import torch
 
