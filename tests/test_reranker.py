@@ -306,3 +306,25 @@ def test_pipelined_rerank_loop_writes_what_score_video_gives(backend, videos, tm
     for vid in ids:
         written = formats.read_video_scores(tmp_path / "out" / formats.rerank_filename(vid, "m"))[vid]
         assert [written[q]["logit_delta"] for q in video2queries[vid]] == [s["logit_delta"] for s in expected[vid]]
+
+
+def test_prepare_from_many_threads_at_once(backend, videos):
+    """A job's decode threads call prepare concurrently (tokenizer, processor, chat template): the
+    prepared inputs are those of one call at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    loaded = [load_video(p, SETTINGS) for p in videos]
+    jobs = [(i % len(loaded), 1 + i % len(QUERIES), "A blue square." if i % 3 == 0 else None) for i in range(48)]
+
+    def prepare(job):
+        video, n, description = job
+        return backend.prepare(loaded[video], QUERIES[:n], description).host
+
+    serial = [prepare(job) for job in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(prepare, jobs))
+    for host, reference in zip(threaded, serial):
+        assert host.keys() == reference.keys()
+        assert all(torch.equal(host[k], reference[k]) for k in host)

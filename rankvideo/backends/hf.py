@@ -184,14 +184,15 @@ class HFBackend:
 
     # ------------------------------------------------------------------ inputs
 
-    def _processor_inputs(self, texts: list[str], video: LoadedVideo, to_device: bool = True, device: str | None = None):
+    def _processor_inputs(self, texts: list[str], video: LoadedVideo, to_device: bool = True, device: str | None = None,
+                          padding: bool = True):
         """The processor's output on the model's device (``to_device=False``: the pixels on ``device``,
         default ``processor_device`` or else the model's device when it is a GPU, the text tensors as the
         processor left them)."""
         device = device or self.processor_device or (str(self.device) if self.device.type == "cuda" else "cpu")
         on_device = {"device": device} if device != "cpu" else {}
         inputs = self.processor(text=texts, videos=[video.frames] * len(texts), video_metadata=[video.metadata] * len(texts),
-                                do_sample_frames=False, do_resize=False, padding=True, return_tensors="pt", **on_device)
+                                do_sample_frames=False, do_resize=False, padding=padding, return_tensors="pt", **on_device)
         return inputs.to(self.device) if to_device else inputs
 
     def _render(self, query: str, description: str | None = None) -> str:
@@ -366,7 +367,9 @@ class HFBackend:
         prefix, suffixes = self.split_prompts(queries, description)
         ids = self.processor.tokenizer(suffixes, add_special_tokens=False)["input_ids"]
         chunks = [ids[i:i + self.query_batch_size] for i in range(0, len(ids), self.query_batch_size)]
-        inputs = self._processor_inputs([prefix], video, to_device=False,
+        # one text, no padding: the fast tokenizer's padding state then never changes, so the decode threads
+        # that call this at once never mutate it under each other ("Already borrowed")
+        inputs = self._processor_inputs([prefix], video, to_device=False, padding=False,
                                         device=self.processor_device or (str(self.device) if on_device else "cpu"))
         cpu = {k: (v.cpu() if torch.is_tensor(v) and k != "pixel_values_videos" else v) for k, v in inputs.items()}
         prefix_ids = cpu["input_ids"]
