@@ -141,7 +141,7 @@ class HFBackend:
         self.processor_device = processor_device
         #: a rerank job hands this backend videos still to be resized (load_video(resize=False)), resized
         #: and processed on the GPU in :meth:`prepare` (resizing is most of a decode's CPU time)
-        self.resize_on_device = cuda
+        self.resize_on_device = cuda and processor_device != "cpu"
         self.compile = cuda if compile is None else bool(compile)
         self.cudnn_attention = cudnn_attention
         tokenizer = self.processor.tokenizer
@@ -348,10 +348,12 @@ class HFBackend:
         """The host-side work of scoring one video, done ahead of :meth:`launch` (and safe to run in a
         decode thread while the GPU scores the previous video).
 
-        Renders and tokenises the prompts, runs the processor on ``processor_device``, computes the
-        M-RoPE positions, the packing of the suffixes and what the vision tower would derive from
-        ``video_grid_thw`` (attention lengths, rotary and interpolated position tables) on the CPU, and
-        puts every tensor in pinned memory. Modes without a lean path (``per_pair``, query-first prompts,
+        Renders and tokenises the prompts; resizes the frames of a video still to be resized
+        (``LoadedVideo.resize_to``) and runs the processor, on the GPU when ``resize_on_device`` (the
+        frames go up from pinned memory without waiting), else on the CPU (or ``processor_device``);
+        computes the M-RoPE positions, the packing of the suffixes and what the vision tower would derive
+        from ``video_grid_thw`` (attention lengths, rotary and interpolated position tables) on the CPU,
+        and puts the host tensors in pinned memory. Modes without a lean path (``per_pair``, query-first prompts,
         ``suffixes="cached"``, models without transformers' precomputed vision inputs) keep the arguments
         and score in :meth:`launch`."""
         import torch

@@ -71,7 +71,7 @@ class RerankSummary:
     unknown_queries: list = field(default_factory=list)
     decodes: int = 0
     videos_decoded_twice: int = 0  # files decoded more than once in this job (must stay 0)
-    seconds_decoding: float = 0.0  # decoding + resizing, in the background thread (CPU)
+    seconds_decoding: float = 0.0  # decoding (+ resizing, except on a GPU: see prepare), in the background threads
     seconds_waiting_for_decode: float = 0.0  # scoring loop blocked on a decode that was not ready
     seconds_preparing: float = 0.0  # a pipelined backend's host work (prompts, pixels), in the decode threads
     seconds_scoring: float = 0.0  # the loop launching scoring and waiting for scores
@@ -101,8 +101,8 @@ def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | N
     items in background threads while the caller works on the current one (``ahead=0``: load in the
     caller's thread). ``workers``: threads loading at once (default ``ahead``; more than ``ahead``
     raises ``ahead`` to it, so that every worker has an item). ``error`` is the :class:`VideoError` that
-    ``load`` raised (``loaded`` is None then); any other exception is raised here. ``seconds``: time ``load`` took; ``waited``: time the caller
-    was blocked on it. Each item is loaded exactly once."""
+    ``load`` raised (``loaded`` is None then); any other exception is raised here. ``seconds``: time
+    ``load`` took; ``waited``: time the caller was blocked on it. Each item is loaded exactly once."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -146,7 +146,8 @@ def _decode_worker_init(threads: int) -> None:
 
 
 def _decode_job(settings: VideoSettings, job, resize: bool = True) -> tuple:
-    """In a decode process: (video, {path: decodes}) of ``job`` = (video_id, path or VideoError)."""
+    """In a decode process: (video, {path: decodes}) of ``job`` = (video_id, path or VideoError);
+    ``resize``: as :func:`load_video`'s."""
     video_id, path = job[0], job[-1]
     if isinstance(path, VideoError):
         raise path
