@@ -311,16 +311,16 @@ def write_markdown(r: dict, path: Path) -> None:
              f"- model: {r.get('model', {}).get('params', 0) / 1e9:.3f} B parameters, saved in {_f(r.get('model', {}).get('save_s'))} s",
              "- cold = empty torch.compile cache folder; warm = the same folder again (another output folder)", "",
              "| run | rc | pairs | whole-command pairs/s | in-loop pairs/s | wall s | start-up s | first video done s | "
-             "frames compiled | compile s | recompiles (after 1st video) | decode s (threads) | waited s | CPU s | "
-             "GPU busy whole | GPU busy loop | peak alloc GiB | peak used GiB |",
-             "|---" * 18 + "|"]
+             "frames compiled | compile s | recompiles (after 1st video) | decode s (threads) | prepare s | waited s | "
+             "scoring thread s | CPU s | GPU busy whole | GPU busy loop | peak alloc GiB | peak used GiB |",
+             "|---" * 20 + "|"]
     for run in r.get("runs", []):
         lines.append(
             f"| {run['name']} | {run['rc']} | {run['pairs']} | {_f(run['pairs_per_s_whole'], '.2f')} | "
             f"{_f(run['pairs_per_s_loop'], '.1f')} | {_f(run['wall_s'])} | {_f(run['startup_s'])} | "
             f"{_f(run['first_video_done_s'])} | {_f(run['frames_compiled'], 'd')} | {_f(run['compile_s'])} | "
             f"{run['recompiles']} ({run['recompiles_after_first_video']}) | {_f(run['decode_s'])} | "
-            f"{_f(run['waited_for_decode_s'])} | {_f(run['cpu_s'])} | "
+            f"{_f(run.get('preparing_s'))} | {_f(run['waited_for_decode_s'])} | {_f(run.get('scoring_s'))} | {_f(run['cpu_s'])} | "
             f"{_f(run['gpu_busy_whole'] and 100 * run['gpu_busy_whole'], '.0f')}% | "
             f"{_f(run['gpu_busy_loop'] and 100 * run['gpu_busy_loop'], '.0f')}% | "
             f"{_f(run['peak_allocated_gib'])} | {_f(run['gpu_peak_used_gib'])} |")
