@@ -71,6 +71,12 @@ def test_assorted_videos_scored_broken_ones_recorded(setup, tmp_path):
     run_cli(root, model, again, "--id-start", "0", "--id-end", "3", check=0)
     for vid, data in outputs(again).items():
         assert data == scored[vid]
+    # decoded and prepared in worker processes (started while the model loads): the same scores and failures
+    in_processes = tmp_path / "processes"
+    run_cli(root, model, in_processes, "--decode-in", "processes", check=0)
+    assert outputs(in_processes) == scored
+    assert {r["video_id"]: r["reason"] for r in formats.read_jsonl(in_processes / "failures.jsonl")} == \
+        {vid: r["reason"] for vid, r in failures.items()}
 
 
 @pytest.mark.slow  # the command run two or three times, each a fresh process (about 40 s)

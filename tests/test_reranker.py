@@ -328,3 +328,62 @@ def test_prepare_from_many_threads_at_once(backend, videos):
     for host, reference in zip(threaded, serial):
         assert host.keys() == reference.keys()
         assert all(torch.equal(host[k], reference[k]) for k in host)
+
+
+def test_prepare_in_two_halves_gives_the_inputs_of_one(backend, videos):
+    """prepare_host with the pixels deferred (a GPU job's decode processes: the text side from the
+    frames' count and target size only), then adopt (resizing and processing the frames where the model
+    is), gives the inputs prepare_host gives from the resized frames; for odd frame counts too (the
+    processor pads time) and for a description. The host side also works pickled, weightless."""
+    import pickle
+    from dataclasses import replace
+
+    import torch
+
+    raw = [load_video(p, SETTINGS, resize=False) for p in videos]
+    odd = replace(raw[0], frames=raw[0].frames[:3],
+                  metadata={**raw[0].metadata, "frames_indices": raw[0].metadata["frames_indices"][:3]})
+    host = pickle.loads(pickle.dumps(backend.host_side())).backend()
+    assert next(host.model.parameters()).device.type == "meta"
+    backend.resize_on_device = True  # on the CPU here: adopt resizes and processes on the model's device
+    try:
+        for i, video in enumerate(raw + [odd]):
+            queries, description = QUERIES[:1 + i % 3], ("A blue square." if i % 2 else None)
+            whole = backend.prepare_host(video.resized(), queries, description)
+            halves = backend.adopt(host.prepare_host(video, queries, description, defer_pixels=True))
+            assert video.resize_to is not None and halves.video.frames is None
+            assert whole.host.keys() == halves.host.keys() and torch.equal(whole.grid, halves.grid)
+            for key in whole.host:
+                assert torch.equal(whole.host[key], halves.host[key]), key
+            assert (whole.prefix_len, whole.next_position) == (halves.prefix_len, halves.next_position)
+    finally:
+        backend.resize_on_device = False
+
+
+@pytest.mark.parametrize("resize_on_device", [False, True])
+def test_pipelined_rerank_loop_prepares_in_decode_processes(backend, videos, tmp_path, resize_on_device):
+    """With ``decode_in_processes`` the decode processes also prepare each video (a weightless copy of
+    the backend: prompts, tokens, positions, vision tables; the pixels too, or left to the model's device)
+    and the main process only adopts what comes back: the written scores equal score_video's."""
+    from rankvideo.data import formats
+    from rankvideo.scoring.rerank import rerank_unlocked
+    from rankvideo.video import VideoResolver
+
+    ids = [p.stem for p in videos]
+    counts = [2, 1, 4, 3]
+    video2queries = {vid: [f"q{i}" for i in range(n)] for vid, n in zip(ids, counts)}
+    texts = {f"q{i}": q for i, q in enumerate(QUERIES)}
+    backend.query_batch_size, backend.resize_on_device = 3, resize_on_device
+    try:
+        summary = rerank_unlocked(video2queries, texts, VideoResolver(videos[0].parent, "flat"), tmp_path / "out",
+                                  backend.score_video, "m", SETTINGS, progress=False, decode_ahead=2, decode_workers=2,
+                                  decode_in_processes=True)
+        expected = {vid: backend.score_video(load_video(path, SETTINGS), [texts[q] for q in video2queries[vid]])
+                    for vid, path in zip(ids, videos)}
+    finally:
+        backend.query_batch_size, backend.resize_on_device = 16, False
+    assert summary.videos_scored == 4 and summary.pairs_scored == sum(counts) and summary.seconds_preparing > 0
+    assert summary.decodes == 4
+    for vid in ids:
+        written = formats.read_video_scores(tmp_path / "out" / formats.rerank_filename(vid, "m"))[vid]
+        assert [written[q]["logit_delta"] for q in video2queries[vid]] == [s["logit_delta"] for s in expected[vid]]

@@ -35,8 +35,8 @@ class PreparedVideo:
     """One video's scoring inputs, made by :meth:`HFBackend.prepare` (host side) for :meth:`HFBackend.launch`.
 
     ``host`` is None for the modes that score in :meth:`HFBackend.launch` from ``video`` and ``queries``;
-    else the pinned tensors of the prefix and first chunk of suffixes (``chunks``: the further chunks'
-    packing), with ``grid`` (video_grid_thw, on the CPU), ``prefix_len`` and ``next_position`` (the
+    else the tensors of the prefix and first chunk of suffixes (``chunks``: the further chunks'
+    packing; in pinned memory once :meth:`HFBackend.adopt` has run; ``video.frames`` is None by then), with ``grid`` (video_grid_thw, on the CPU), ``prefix_len`` and ``next_position`` (the
     first M-RoPE position after the video)."""
 
     video: LoadedVideo
@@ -66,9 +66,10 @@ class HFBackend:
     - ``vision_attention``: ``"batched"`` (default): one attention call over the equal-sized frame
       groups of a video in each vision layer; ``"transformers"``: transformers' own loop.
     - ``processor_device``: where the video processor turns uint8 frames into patches. Default: the
-      model's device when it is a GPU (7 ms instead of 30 ms a video), except in :meth:`prepare` for a
-      video already resized on the CPU (then the CPU: prepare runs in a rerank job's decode threads).
-      On a GPU a rerank job also resizes the frames there (``resize_on_device``).
+      model's device when it is a GPU (7 ms instead of 30 ms a video), except in :meth:`prepare`: there
+      a video already resized is processed on the CPU (prepare runs in a rerank job's decode threads or
+      processes), and one still to be resized is resized and processed on the GPU (``resize_on_device``,
+      off when ``processor_device`` is ``"cpu"``).
     - ``cudnn_attention``: cuDNN's attention kernels (PyTorch's first choice on Hopper) build a new
       plan for every new shape/stride of a call, and a shared-prefix pass brings new ones with every
       video (60-100 ms per video lost, measured on an H200). Default (None): cuDNN only for single full
@@ -156,6 +157,7 @@ class HFBackend:
             log.info("fp8: %d linear layers quantised to float8 e4m3", quantize_linears(self.model))
         _batch_vision_attention(self.model)
         self._lean = _LeanInputs.for_model(self.model)
+        self._pixel_dtype = self.model.model.visual.dtype  # what the pixels are cast to before they go up
         self._split_attention = _use_split_attention(self.model)
         if self.compile:
             _install_compiled(self.model)
@@ -346,41 +348,45 @@ class HFBackend:
 
     def prepare(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None) -> "PreparedVideo":
         """The host-side work of scoring one video, done ahead of :meth:`launch` (and safe to run in a
-        decode thread while the GPU scores the previous video).
+        decode thread while the GPU scores the previous video): :meth:`prepare_host`, then
+        :meth:`adopt`. A video still to be resized (``LoadedVideo.resize_to``) is resized and processed
+        on the GPU when ``resize_on_device``, else on the CPU."""
+        defer = self.resize_on_device and video.resize_to is not None
+        return self.adopt(self.prepare_host(video, queries, description, defer_pixels=defer))
 
-        Renders and tokenises the prompts; resizes the frames of a video still to be resized
-        (``LoadedVideo.resize_to``) and runs the processor, on the GPU when ``resize_on_device`` (the
-        frames go up from pinned memory without waiting), else on the CPU (or ``processor_device``);
-        computes the M-RoPE positions, the packing of the suffixes and what the vision tower would derive
-        from ``video_grid_thw`` (attention lengths, rotary and interpolated position tables) on the CPU,
-        and puts the host tensors in pinned memory. Modes without a lean path (``per_pair``, query-first prompts,
-        ``suffixes="cached"``, models without transformers' precomputed vision inputs) keep the arguments
-        and score in :meth:`launch`."""
+    def prepare_host(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None,
+                     defer_pixels: bool = False) -> "PreparedVideo":
+        """The CPU part of :meth:`prepare`, which needs no weights (:meth:`host_side` runs it in a decode
+        process): renders and tokenises the prompts, runs the processor, computes the M-RoPE positions, the
+        packing of the suffixes and what the vision tower would derive from ``video_grid_thw`` (attention
+        lengths, rotary and interpolated position tables). ``defer_pixels`` (a video still to be resized):
+        the text side only, from the frames' count and target size (:class:`_OutlineVideos`); the frames
+        stay in ``video`` for :meth:`adopt` to resize and process on the device. Modes without a lean path
+        (``per_pair``, query-first prompts, ``suffixes="cached"``, models without transformers'
+        precomputed vision inputs) keep the arguments and score in :meth:`launch`."""
         import torch
 
         queries = list(queries)
         prepared = PreparedVideo(video=video, queries=queries, description=description)
         if not queries or self.mode == "per_pair" or self.suffixes != "merged" or self._lean is None:
             return prepared
-        on_device = self.resize_on_device and video.resize_to is not None
-        if on_device and self.device.type == "cuda":  # up without waiting for the video on the GPU now
-            video = replace(video, frames=video.frames.pin_memory().to(self.device, non_blocking=True))
-        video = video.resized(self.device if on_device else None)
         prefix, suffixes = self.split_prompts(queries, description)
         ids = self.processor.tokenizer(suffixes, add_special_tokens=False)["input_ids"]
         chunks = [ids[i:i + self.query_batch_size] for i in range(0, len(ids), self.query_batch_size)]
-        # one text, no padding: the fast tokenizer's padding state then never changes, so the decode threads
-        # that call this at once never mutate it under each other ("Already borrowed")
-        inputs = self._processor_inputs([prefix], video, to_device=False, padding=False,
-                                        device=self.processor_device or (str(self.device) if on_device else "cpu"))
-        cpu = {k: (v.cpu() if torch.is_tensor(v) and k != "pixel_values_videos" else v) for k, v in inputs.items()}
-        prefix_ids = cpu["input_ids"]
+        if defer_pixels:
+            inputs = _OutlineVideos.text_inputs(self.processor, prefix, video)
+        else:
+            video = video.resized()
+            # one text, no padding: the fast tokenizer's padding state then never changes, so the decode threads
+            # that call this at once never mutate it under each other ("Already borrowed")
+            inputs = self._processor_inputs([prefix], video, to_device=False, padding=False, device="cpu")
+        prefix_ids = inputs["input_ids"]
         prefix_len = int(prefix_ids.shape[1])
-        positions, _ = _rope_index(self.model.model, cpu)
+        positions, _ = _rope_index(self.model.model, inputs)
         next_position = int(positions[:, 0].max()) + 1
         ids0, segment, rows, within = self._packing(chunks[0], prefix_len)
-        grid = cpu["video_grid_thw"]
-        host = {
+        grid = inputs["video_grid_thw"]
+        prepared.host = {
             "input_ids": torch.cat([prefix_ids, ids0.view(1, -1).to(prefix_ids.dtype)], 1),
             "position_ids": torch.cat([positions.to(torch.long),
                                        (next_position + within).view(1, 1, -1).expand(3, 1, -1)], -1).contiguous(),
@@ -389,19 +395,51 @@ class HFBackend:
             "video_index": (prefix_ids[0] == self.model.config.video_token_id).nonzero().view(-1),
             **self._lean.vision_inputs(grid),
         }
-        pin = self.device.type == "cuda"
-        prepared.host = {k: (v.pin_memory() if pin else v) for k, v in host.items()}
-        pixels, dtype = inputs["pixel_values_videos"], self.model.model.visual.dtype
-        if pin and pixels.device.type == "cpu":  # cast straight into pinned memory (one pass over the pixels)
-            prepared.host["pixel_values"] = torch.empty(pixels.shape, dtype=dtype, pin_memory=True).copy_(pixels)
-        else:
-            prepared.host["pixel_values"] = pixels.to(dtype)
+        if not defer_pixels:
+            prepared.host["pixel_values"] = inputs["pixel_values_videos"].to(self._pixel_dtype)
+            prepared.video = replace(video, frames=None)  # launch reads the tensors, not the frames
         prepared.grid = grid
         prepared.prefix_len, prepared.next_position = prefix_len, next_position
         prepared.chunks = [self._packing(chunk, 0) for chunk in chunks[1:]]
+        return prepared
+
+    def adopt(self, prepared: "PreparedVideo") -> "PreparedVideo":
+        """The device side of :meth:`prepare`, in the process that launches: the frames of a video whose
+        pixels :meth:`prepare_host` deferred go up from pinned memory without waiting and are resized and
+        processed on the device (or the CPU); on a GPU every host tensor goes to pinned memory."""
+        import torch
+
+        if prepared.host is None:
+            return prepared
+        pin = self.device.type == "cuda"
+        host = {k: (v.pin_memory() if pin else v) for k, v in prepared.host.items()}
+        pixels = host.get("pixel_values")
+        if pixels is None:
+            video = prepared.video
+            device = self.device if self.resize_on_device else torch.device("cpu")
+            frames = video.frames.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else video.frames
+            video = replace(video, frames=frames).resized()
+            out = self.processor.video_processor(videos=[video.frames], video_metadata=[video.metadata],
+                                                 do_sample_frames=False, do_resize=False, return_tensors="pt",
+                                                 **({"device": str(device)} if device.type != "cpu" else {}))
+            pixels = out["pixel_values_videos"]
+            if pixels.shape[0] != int(prepared.grid.prod()):  # shapes only (no host sync)
+                raise AssertionError(f"video {video.video_id}: {pixels.shape[0]} patches, the text expects "
+                                     f"{int(prepared.grid.prod())}")
+            host["pixel_values"] = pixels.to(self._pixel_dtype)
+            prepared = replace(prepared, video=replace(video, frames=None))
+        prepared = replace(prepared, host=host)
         if pin:
             prepared.chunks = [tuple(t.pin_memory() for t in packed) for packed in prepared.chunks]
         return prepared
+
+    def host_side(self) -> "HostSide":
+        """What :meth:`prepare_host` needs, without the weights (picklable: a rerank job's decode
+        processes prepare their videos with it)."""
+        return HostSide(processor=self.processor, model_class=type(self.model), config=self.model.config,
+                        pixel_dtype=self._pixel_dtype,
+                        options={"prompt_variant": self.prompt.name, "mode": self.mode,
+                                 "query_batch_size": self.query_batch_size, "suffixes": self.suffixes})
 
     def launch(self, prepared: "PreparedVideo") -> "PendingScores":
         """Queue one prepared video's scoring on the device and return without waiting for it (no host
@@ -847,3 +885,75 @@ class _LeanInputs:
         if "flash" in str(getattr(self.visual.config, "_attn_implementation", "")):  # the longest frame group
             kwargs["max_seqlen"] = int((grid[:, 1] * grid[:, 2]).max())
         return kwargs
+
+
+class _OutlineVideos:
+    """Stands in for a processor's video processor where only the text side is wanted: the processor
+    then expands the prompt's video placeholder (timestamps, tokens per frame) from this grid and
+    metadata as it would from the pixels, without resizing or normalising any. The grid's time axis and
+    the metadata come from the real video processor run on frames of one merged patch; its height and
+    width from the target size (``LoadedVideo.resize_to``). tests/test_reranker.py checks the text
+    inputs equal the processor's own on the resized frames."""
+
+    def __init__(self, video_processor, size: tuple[int, int]):
+        self.real, self.size = video_processor, size
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __call__(self, videos, **kwargs):
+        unit = self.real.patch_size * self.real.merge_size
+        out = self.real([v[:, :, :unit, :unit].contiguous() for v in videos], **kwargs)
+        grid = out["video_grid_thw"].clone()
+        grid[:, 1], grid[:, 2] = self.size[0] // self.real.patch_size, self.size[1] // self.real.patch_size
+        out["video_grid_thw"] = grid
+        del out["pixel_values_videos"]
+        return out
+
+    @classmethod
+    def text_inputs(cls, processor, text: str, video: LoadedVideo) -> dict:
+        """The processor's text inputs and ``video_grid_thw`` for ``text`` with ``video`` (frames not
+        resized yet, or resized), without its pixels."""
+        import copy
+
+        size = video.resize_to or tuple(video.frames.shape[2:])
+        outline = copy.copy(processor)
+        outline.video_processor = cls(processor.video_processor, size)
+        return outline(text=[text], videos=[video.frames], video_metadata=[video.metadata], do_sample_frames=False,
+                       do_resize=False, padding=False, return_tensors="pt")
+
+
+@dataclass
+class HostSide:
+    """What :meth:`HFBackend.prepare_host` needs of a backend, without its weights: the processor, the
+    model's class and config (:meth:`backend` builds the model on the meta device, for the M-RoPE
+    positions and the vision tables) and the options that shape the inputs. Picklable: a rerank job's
+    decode processes get one."""
+
+    processor: object
+    model_class: type
+    config: object
+    pixel_dtype: object
+    options: dict
+
+    def backend(self) -> "HFBackend":
+        """A weightless :class:`HFBackend` that can run :meth:`HFBackend.prepare_host` (built once)."""
+        backend = self.__dict__.get("_backend")
+        if backend is None:
+            import copy
+
+            import torch
+
+            config = copy.deepcopy(self.config)  # attention kernels registered in the parent are not here; none run
+            for part in (config, *(getattr(config, name, None) for name in getattr(config, "sub_configs", {}))):
+                if part is not None:
+                    part._attn_implementation = "sdpa"
+            with torch.device("meta"):
+                model = self.model_class(config)
+            backend = HFBackend.from_model(model, self.processor, compile=False, **self.options)
+            backend._pixel_dtype = self.pixel_dtype
+            self.__dict__["_backend"] = backend
+        return backend
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_backend"}

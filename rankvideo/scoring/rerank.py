@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,6 +137,10 @@ def default_decode_workers() -> int:
     return max(1, min(8, cpus - 1))
 
 
+#: in a decode process: the weightless backends that prepare videos, by the file their host side was pickled to
+_HOST_BACKENDS: dict = {}
+
+
 def _decode_worker_init(threads: int) -> None:
     try:
         import torch
@@ -145,27 +150,64 @@ def _decode_worker_init(threads: int) -> None:
         pass
 
 
-def _decode_job(settings: VideoSettings, job, resize: bool = True) -> tuple:
-    """In a decode process: (video, {path: decodes}) of ``job`` = (video_id, path or VideoError);
-    ``resize``: as :func:`load_video`'s."""
+def _host_backend(path: str):
+    """In a decode process: the weightless backend of the host side pickled to ``path`` (loaded once)."""
+    backend = _HOST_BACKENDS.get(path)
+    if backend is None:
+        import pickle
+
+        with open(path, "rb") as f:
+            backend = _HOST_BACKENDS[path] = pickle.load(f).backend()
+    return backend
+
+
+def _decode_job(settings: VideoSettings, job, resize: bool = True, host: tuple | None = None) -> tuple:
+    """In a decode process: (video, {path: decodes}, seconds preparing) of ``job`` = (video_id, path or
+    VideoError); ``resize``: as :func:`load_video`'s. ``host`` = (file of a pickled
+    :meth:`HFBackend.host_side`, queries, description): the video is also prepared here (``prepare_host``,
+    its pixels left to the device when not ``resize``) and the prepared video comes back instead."""
     video_id, path = job[0], job[-1]
     if isinstance(path, VideoError):
         raise path
     before = decode_counts()
     video = load_video(path, settings, video_id=video_id, resize=resize)
-    return video, {p: n - before.get(p, 0) for p, n in decode_counts().items() if n != before.get(p, 0)}
+    counts = {p: n - before.get(p, 0) for p, n in decode_counts().items() if n != before.get(p, 0)}
+    if host is None:
+        return video, counts, 0.0
+    start = time.perf_counter()
+    prepared = _host_backend(host[0]).prepare_host(video, *host[1:], defer_pixels=not resize)
+    return prepared, counts, time.perf_counter() - start
 
 
-def decode_processes(workers: int):
-    """A pool of ``workers`` decoding processes (forkserver: a clean process, not a fork of one that holds
-    a GPU context and threads), each with its share of the CPUs for torch's resize."""
+#: what the decode processes import once, in the forkserver they fork from (a module that is not
+#: installed is left out): the readers, the resize, Qwen3-VL's processor and model classes (the host side)
+DECODE_PRELOAD = ("rankvideo.scoring.rerank", "rankvideo.backends.hf", "rankvideo.video", "torch",
+                  "torchvision.transforms.functional", "decord", "av", "qwen_vl_utils",
+                  "transformers.models.qwen3_vl.processing_qwen3_vl",
+                  "transformers.models.qwen3_vl.video_processing_qwen3_vl",
+                  "transformers.models.qwen3_vl.modeling_qwen3_vl")
+
+
+def decode_processes(workers: int | None = None):
+    """A pool of ``workers`` (default :func:`default_decode_workers`) decoding processes (forkserver: a
+    clean process, not a fork of one that holds a GPU context and threads, with :data:`DECODE_PRELOAD`
+    imported once before the workers fork), each with its share of the CPUs for torch's resize. Started
+    before the model loads (:func:`run`), the workers are ready when the first video is asked for."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    workers = workers or default_decode_workers()
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["rankvideo.scoring.rerank"])
+    context.set_forkserver_preload(list(DECODE_PRELOAD))
     threads = max(1, default_decode_workers() // workers) if hasattr(os, "sched_getaffinity") else 1
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_decode_worker_init, initargs=(threads,))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_decode_worker_init, initargs=(threads,))
+
+    def start():  # the processes now, not as jobs come; in a thread: the forkserver's imports take seconds
+        for _ in range(workers):
+            pool.submit(int)
+
+    threading.Thread(target=start, name="rankvideo-decode-start", daemon=True).start()
+    return pool
 
 
 def use_compile_cache(folder) -> None:
@@ -229,14 +271,15 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
            output_dir: str | Path, score_video: Callable, model_name: str, settings: VideoSettings,
            video_ids: Sequence[str] | None = None, run_info: dict | None = None, restart: bool = False,
            progress: bool = True, decode_ahead: int = 2, descriptions: dict[str, str] | None = None,
-           decode_workers: int | None = None, decode_in_processes: bool = False) -> RerankSummary:
+           decode_workers: int | None = None, decode_in_processes: bool = False, decode_pool=None) -> RerankSummary:
     """Score the videos ``video_ids`` (default: all of video2queries) into ``output_dir``.
 
     ``score_video(loaded_video, [query texts], description) -> [score dicts]`` is a backend's or
     VLMReranker's method. The next ``decode_ahead`` videos are decoded in background threads while
     the current one is scored (0: decode, then score, one after the other), by ``decode_workers``
     threads (default :func:`default_decode_workers`; ``decode_ahead`` is raised to it), or processes with
-    ``decode_in_processes`` (decoding then takes no GIL from the scoring thread). When ``score_video``
+    ``decode_in_processes`` (decoding then takes no GIL from the scoring thread; ``decode_pool``: a
+    :func:`decode_processes` pool already started, left running). When ``score_video``
     is the method of a pipelined backend (:class:`rankvideo.backends.PipelinedBackend`), its host work
     is done in the decode threads too, and each video is queued on the device before the previous
     one's scores are read and written. ``descriptions``
@@ -310,17 +353,32 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
     # the next videos are decoded in background threads while this one is scored (decoding is CPU work,
     # scoring mostly GPU work); each video is still decoded once (decode_counts)
     workers = decode_workers or default_decode_workers()
-    executor, load = None, decode
-    if decode_ahead > 0 and decode_in_processes and todo:
-        # the decode threads hand the decoding to processes (no GIL taken from the scoring thread) and
-        # prepare what comes back (frames arrive through shared memory)
-        executor = decode_processes(workers)
+    executor, load, scratch = None, decode, None
+    if decode_ahead > 0 and (decode_in_processes or decode_pool is not None) and todo:
+        # the decode threads hand the decoding, and a pipelined backend's host work, to processes (no GIL
+        # taken from the scoring thread; tensors come back through shared memory) and finish on the
+        # device what comes back
+        executor = decode_pool or decode_processes(workers)
         paths = {video_id: resolved(video_id) for video_id, *_ in todo}
+        host_file = None
+        if pipelined and hasattr(backend, "host_side"):  # each process loads it once
+            import pickle
+            import tempfile
+
+            scratch = tempfile.TemporaryDirectory(prefix="rankvideo-host-")
+            host_file = os.path.join(scratch.name, "host_side.pickle")
+            with open(host_file, "wb") as f:
+                pickle.dump(backend.host_side(), f)
 
         def decode_in_process(item):
-            video, counts = executor.submit(_decode_job, settings, (item[0], paths[item[0]]), resize).result()
+            job = (item[0], paths[item[0]])
+            host = (host_file, *texts(item)) if host_file else None
+            done, counts, preparing = executor.submit(_decode_job, settings, job, resize, host).result()
             add_decode_counts(counts)
-            return prepare(item, video) if pipelined else (video, 0.0)
+            if host is None:
+                return prepare(item, done) if pipelined else (done, 0.0)
+            start = time.perf_counter()  # the device side (pinning; the pixels, when deferred) here
+            return backend.adopt(done), preparing + time.perf_counter() - start
 
         load = decode_in_process
     if decode_ahead > 0:
@@ -366,8 +424,10 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         if in_flight is not None:
             finish(*in_flight)
     finally:
-        if executor is not None:
+        if executor is not None and decode_pool is None:
             executor.shutdown(cancel_futures=True)
+        if scratch is not None:
+            scratch.cleanup()
     bar.close()
     summary.seconds_total = time.perf_counter() - loop_start
     summary.unknown_queries = sorted(unknown)
@@ -599,9 +659,10 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     unusable output folder ``OSError``.
     ``descriptions``: JSONL {doc_id, text} of video descriptions, required for a model trained with
     them (its training record says so). ``compile_cache``: see :func:`use_compile_cache`. ``decode_in``:
-    ``threads`` (also ``auto``, the default) or ``processes``. Processes were measured slower on an H200
-    with 16 CPUs (benchmarks/results/rerank_job_nvidia-h200.md: the pool's start delays the first
-    video by ~13 s and each decode runs on one torch thread), so threads stay the default."""
+    ``threads`` (also ``auto``, the default) or ``processes`` (decoding and the backend's host work in
+    worker processes, started before the model loads). On an H200 with 16 CPUs and decord both score at
+    the same rate in the loop (benchmarks/results/rerank_job_nvidia-h200.md, runs 7-9), so threads stay
+    the default."""
 
     model_name = model_name or models.model_name(model)
     record = training_record(model)
@@ -624,17 +685,24 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
                 "prompt_variant": prompt_variant, "answer_tokens": answer_tokens, "video": settings.to_dict(),
                 "scoring": scoring, "code_version": provenance.code_version(),
                 "descriptions": {"path": str(descriptions), "sha256": provenance.file_sha256(descriptions)} if descriptions else None}
+    pool = None
     if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
         score_video = None
     else:
         if compile_cache and backend == "hf":
             use_compile_cache(compile_cache)
+        if decode_in == "processes" and decode_ahead > 0:  # the workers start while the model loads
+            pool = decode_processes(decode_workers)
         score_video = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
                                       **(options or {})).score_video
-    return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
-                  video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
-                  decode_ahead=decode_ahead, descriptions=described, decode_workers=decode_workers,
-                  decode_in_processes=decode_in == "processes")
+    try:
+        return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
+                      video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
+                      decode_ahead=decode_ahead, descriptions=described, decode_workers=decode_workers,
+                      decode_in_processes=decode_in == "processes", decode_pool=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------- pipeline steps
