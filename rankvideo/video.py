@@ -465,7 +465,7 @@ def probe(path: PathLike, video_id: str | None = None) -> ProbeInfo:
     if size == 0:
         raise VideoError("empty file", video_id, path)
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = _av_open(str(path))
     except Exception as err:  # av.error.FFmpegError and friends
         truncation = _isobmff_truncation(path)
         if truncation:
@@ -527,11 +527,20 @@ def _read_decord(ele: dict):
     return video, metadata, sample_fps
 
 
-def _pyav_count(path: str) -> int:
-    """Frames of the best video stream, counted as decord counts them: one per video packet."""
+def _av_open(path: str):
+    """``av.open`` with undecodable metadata ignored: PyAV 18 (the pinned release) takes
+    ``metadata_errors``; PyAV 19 dropped the argument (a TypeError, not a decode failure)."""
     import av
 
-    with av.open(path, metadata_errors="ignore") as container:
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except TypeError:
+        return av.open(path)
+
+
+def _pyav_count(path: str) -> int:
+    """Frames of the best video stream, counted as decord counts them: one per video packet."""
+    with _av_open(path) as container:
         stream = container.streams.best("video")
         return sum(1 for packet in container.demux(stream) if packet.size)
 
@@ -544,7 +553,7 @@ def _read_pyav(ele: dict):
     import torch
 
     path = ele["video"]
-    with av.open(path, metadata_errors="ignore") as container:
+    with _av_open(path) as container:
         stream = container.streams.best("video")
         rate = stream.average_rate or stream.base_rate or stream.guessed_rate
         header_frames = int(stream.frames or 0)
@@ -553,7 +562,7 @@ def _read_pyav(ele: dict):
         raise VideoError("not a video / cannot be decoded: the video stream has no frames", path=path)
     if not rate:
         duration = None
-        with av.open(path, metadata_errors="ignore") as container:
+        with _av_open(path) as container:
             duration = container.duration / 1e6 if container.duration else None
         if not duration:
             raise VideoError("not a video / cannot be decoded: no frame rate and no duration", path=path)
@@ -565,7 +574,7 @@ def _read_pyav(ele: dict):
         wanted, last = set(indices), max(indices)
         frames: dict[int, np.ndarray] = {}
         decoded, error = 0, None
-        with av.open(path, metadata_errors="ignore") as container:
+        with _av_open(path) as container:
             stream = container.streams.best("video")
             stream.thread_type = "AUTO"
             try:

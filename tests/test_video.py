@@ -211,6 +211,25 @@ def test_pyav_reader_alone(videos, video_id):
     assert loaded.reader == "pyav" and loaded.metadata["video_backend"] == "pyav"
 
 
+def test_pyav_without_metadata_errors_still_reads(videos, monkeypatch):
+    """PyAV 19 dropped ``av.open``'s ``metadata_errors`` (a TypeError on every call): the probe and the
+    PyAV reader then open files without it and give the same frames as with the pinned PyAV."""
+    import av
+
+    path = videos["long_40s"][0]
+    expected = load_video(path, SMALL, readers=["pyav"])
+    original = av.open
+
+    def open_without_metadata_errors(*args, **kwargs):
+        if "metadata_errors" in kwargs:
+            raise TypeError("open() got an unexpected keyword argument 'metadata_errors'")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", open_without_metadata_errors)
+    got = load_video(path, SMALL, readers=["pyav"])
+    assert got.reader == "pyav" and torch.equal(got.frames, expected.frames)
+
+
 def test_unresized_frames_resize_to_what_load_video_gives(videos):
     """load_video(resize=False) keeps the sampled frames as decoded with the size qwen-vl-utils would
     give them; resized() (what a GPU rerank job does on the device) gives load_video's frames exactly."""
