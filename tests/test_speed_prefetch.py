@@ -159,3 +159,38 @@ def test_rerank_loop_decodes_in_threads_or_processes_once_each(tmp_path, in_proc
     assert [q for _, q in seen] == [2, 1, 1] and all(shape[0] > 0 for shape, _ in seen)
     assert formats.read_video_scores(tmp_path / "out" / formats.rerank_filename("102", "m"))["102"]["q1"]["p_yes"] == 0.7
     assert len(paths) == 3
+
+
+def test_score_files_are_written_off_the_scoring_thread(tmp_path, monkeypatch):
+    """The scoring thread does no file I/O: each video's score file is written by the writer thread. A
+    write that fails stops the job with its error; the videos scored before it keep their files."""
+    import threading
+
+    from rankvideo.data import formats
+    from rankvideo.scoring.rerank import rerank_unlocked
+    from rankvideo.video import VideoResolver, VideoSettings
+    from tests.videos import make_multivent_tree
+
+    make_multivent_tree(tmp_path / "videos", ["101", "102", "103"], n_frames=8, rate=4)
+    video2queries = {"101": ["q1"], "102": ["q1", "q2"], "103": ["q2"]}
+    writers = []
+    real_write = formats.write_video_scores
+
+    def write(path, video_id, scores):
+        writers.append(threading.current_thread().name)
+        if video_id == "103" and "fail" in str(path):
+            raise OSError(28, "No space left on device", str(path))
+        real_write(path, video_id, scores)
+
+    def score_video(video, queries, description):
+        return [{"logprob_yes": -1.0, "logprob_no": -2.0, "logit_delta": 1.0, "p_yes": 0.7} for _ in queries]
+
+    monkeypatch.setattr(formats, "write_video_scores", write)
+    run = dict(resolver=VideoResolver(tmp_path / "videos", "multivent"), score_video=score_video, model_name="m",
+               settings=VideoSettings.with_tokens(2.0, 4, 4), progress=False, decode_ahead=1)
+    summary = rerank_unlocked(video2queries, {"q1": "a", "q2": "b"}, output_dir=tmp_path / "out", **run)
+    assert summary.videos_scored == 3 and writers and all(name.startswith("rankvideo-write") for name in writers)
+    assert len(list((tmp_path / "out").glob("*_reranking_*.json"))) == 3
+    with pytest.raises(OSError, match="No space left"):
+        rerank_unlocked(video2queries, {"q1": "a", "q2": "b"}, output_dir=tmp_path / "fail", **run)
+    assert sorted(p.name.split("_")[0] for p in (tmp_path / "fail").glob("*_reranking_*.json")) == ["101", "102"]

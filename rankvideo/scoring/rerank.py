@@ -34,6 +34,8 @@ import os
 import sys
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -104,8 +106,6 @@ def prefetched(items: Sequence, load: Callable, ahead: int = 1, workers: int | N
     raises ``ahead`` to it, so that every worker has an item). ``error`` is the :class:`VideoError` that
     ``load`` raised (``loaded`` is None then); any other exception is raised here. ``seconds``: time
     ``load`` took; ``waited``: time the caller was blocked on it. Each item is loaded exactly once."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     items = list(items)
     workers = max(1, workers if workers else ahead)
@@ -387,12 +387,22 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
     compile_stats = getattr(backend, "compile_stats", None)
     in_flight = None  # (video_id, qids, out_path, pending scores) of the video on the device
 
+    # the score files are written by a thread of their own: the scoring thread does no file I/O (a
+    # temporary file, an fsync and a rename per video take milliseconds on a cluster's shared file system)
+    writer = ThreadPoolExecutor(1, thread_name_prefix="rankvideo-write")
+    writes: deque = deque()
+
+    def write(video_id, out_path, scores):
+        formats.write_video_scores(out_path, video_id, scores)
+        failures.discard(video_id)  # a retry that worked: the old failure record goes
+
     def finish(video_id, qids, out_path, pending):
         start = time.perf_counter()
         scores = pending.result()
         summary.seconds_scoring += time.perf_counter() - start
-        formats.write_video_scores(out_path, video_id, dict(zip(qids, scores)))
-        failures.discard(video_id)  # a retry that worked: the old failure record goes
+        writes.append(writer.submit(write, video_id, out_path, dict(zip(qids, scores))))
+        while writes and writes[0].done():
+            writes.popleft().result()  # a write that failed stops the job
         summary.videos_scored += 1
         summary.pairs_scored += len(qids)
         if compile_stats is not None and summary.videos_scored == 1:
@@ -423,7 +433,10 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
             in_flight = (video_id, qids, out_path, pending)
         if in_flight is not None:
             finish(*in_flight)
+        while writes:
+            writes.popleft().result()
     finally:
+        writer.shutdown(wait=True)  # what was scored is written, also when the job stops on an error
         if executor is not None and decode_pool is None:
             executor.shutdown(cancel_futures=True)
         if scratch is not None:
