@@ -334,7 +334,8 @@ def test_prepare_in_two_halves_gives_the_inputs_of_one(backend, videos):
     """prepare_host with the pixels deferred (a GPU job's decode processes: the text side from the
     frames' count and target size only), then adopt (resizing and processing the frames where the model
     is), gives the inputs prepare_host gives from the resized frames; for odd frame counts too (the
-    processor pads time) and for a description. The host side also works pickled, weightless."""
+    processor pads time), frames smaller than a merged patch, and a description. The host side also works
+    pickled, weightless."""
     import pickle
     from dataclasses import replace
 
@@ -343,11 +344,14 @@ def test_prepare_in_two_halves_gives_the_inputs_of_one(backend, videos):
     raw = [load_video(p, SETTINGS, resize=False) for p in videos]
     odd = replace(raw[0], frames=raw[0].frames[:3],
                   metadata={**raw[0].metadata, "frames_indices": raw[0].metadata["frames_indices"][:3]})
+    tiny = replace(raw[1], frames=torch.randint(0, 256, (4, 3, 20, 40), dtype=torch.uint8,
+                                                generator=torch.Generator().manual_seed(0)), resize_to=(32, 64),
+                   metadata={**raw[1].metadata, "frames_indices": raw[1].metadata["frames_indices"][:4]})
     host = pickle.loads(pickle.dumps(backend.host_side())).backend()
     assert next(host.model.parameters()).device.type == "meta"
     backend.resize_on_device = True  # on the CPU here: adopt resizes and processes on the model's device
     try:
-        for i, video in enumerate(raw + [odd]):
+        for i, video in enumerate(raw + [odd, tiny]):
             queries, description = QUERIES[:1 + i % 3], ("A blue square." if i % 2 else None)
             whole = backend.prepare_host(video.resized(), queries, description)
             halves = backend.adopt(host.prepare_host(video, queries, description, defer_pixels=True))

@@ -891,7 +891,7 @@ class _OutlineVideos:
     """Stands in for a processor's video processor where only the text side is wanted: the processor
     then expands the prompt's video placeholder (timestamps, tokens per frame) from this grid and
     metadata as it would from the pixels, without resizing or normalising any. The grid's time axis and
-    the metadata come from the real video processor run on frames of one merged patch; its height and
+    the metadata come from the real video processor run on blank frames of one merged patch; its height and
     width from the target size (``LoadedVideo.resize_to``). tests/test_reranker.py checks the text
     inputs equal the processor's own on the resized frames."""
 
@@ -903,7 +903,7 @@ class _OutlineVideos:
 
     def __call__(self, videos, **kwargs):
         unit = self.real.patch_size * self.real.merge_size
-        out = self.real([v[:, :, :unit, :unit].contiguous() for v in videos], **kwargs)
+        out = self.real([v.new_zeros((v.shape[0], v.shape[1], unit, unit)) for v in videos], **kwargs)
         grid = out["video_grid_thw"].clone()
         grid[:, 1], grid[:, 2] = self.size[0] // self.real.patch_size, self.size[1] // self.real.patch_size
         out["video_grid_thw"] = grid

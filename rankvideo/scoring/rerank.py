@@ -203,8 +203,11 @@ def decode_processes(workers: int | None = None):
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_decode_worker_init, initargs=(threads,))
 
     def start():  # the processes now, not as jobs come; in a thread: the forkserver's imports take seconds
-        for _ in range(workers):
-            pool.submit(int)
+        try:
+            for _ in range(workers):
+                pool.submit(int)
+        except RuntimeError:  # the pool was shut down first (a job that ended at once)
+            pass
 
     threading.Thread(target=start, name="rankvideo-decode-start", daemon=True).start()
     return pool
@@ -358,17 +361,17 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         # the decode threads hand the decoding, and a pipelined backend's host work, to processes (no GIL
         # taken from the scoring thread; tensors come back through shared memory) and finish on the
         # device what comes back
-        executor = decode_pool or decode_processes(workers)
-        paths = {video_id: resolved(video_id) for video_id, *_ in todo}
         host_file = None
         if pipelined and hasattr(backend, "host_side"):  # each process loads it once
             import pickle
             import tempfile
 
-            scratch = tempfile.TemporaryDirectory(prefix="rankvideo-host-")
+            scratch = tempfile.TemporaryDirectory(prefix="rankvideo-host-")  # removed at the end, or at exit
             host_file = os.path.join(scratch.name, "host_side.pickle")
             with open(host_file, "wb") as f:
                 pickle.dump(backend.host_side(), f)
+        executor = decode_pool or decode_processes(workers)
+        paths = {video_id: resolved(video_id) for video_id, *_ in todo}
 
         def decode_in_process(item):
             job = (item[0], paths[item[0]])
@@ -699,16 +702,16 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
                 "scoring": scoring, "code_version": provenance.code_version(),
                 "descriptions": {"path": str(descriptions), "sha256": provenance.file_sha256(descriptions)} if descriptions else None}
     pool = None
-    if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
-        score_video = None
-    else:
-        if compile_cache and backend == "hf":
-            use_compile_cache(compile_cache)
-        if decode_in == "processes" and decode_ahead > 0:  # the workers start while the model loads
-            pool = decode_processes(decode_workers)
-        score_video = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
-                                      **(options or {})).score_video
     try:
+        if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
+            score_video = None
+        else:
+            if compile_cache and backend == "hf":
+                use_compile_cache(compile_cache)
+            if decode_in == "processes" and decode_ahead > 0:  # the workers start while the model loads
+                pool = decode_processes(decode_workers)
+            score_video = backends.create(backend, model, prompt_variant=prompt_variant, answer_tokens=answer_tokens,
+                                          **(options or {})).score_video
         return rerank(video2queries, queries, resolver, output_dir, score_video, model_name, settings,
                       video_ids=video_ids, run_info=run_info, restart=restart, progress=progress,
                       decode_ahead=decode_ahead, descriptions=described, decode_workers=decode_workers,
