@@ -59,10 +59,14 @@ SOURCE_FPS = 12  # the clips' frame rate (24 in score_per_video; 12 keeps encodi
 SITECUSTOMIZE = '''
 import atexit, json, os, sys
 
+# the job's own process writes the stats; the processes it starts (a decode pool's forkserver, which
+# imports torch too and exits after the job) inherit this variable and write nothing
+os.environ.setdefault("RANKVIDEO_JOB_STATS_PID", str(os.getpid()))
+
 def _rankvideo_job_stats():
     path = os.environ.get("RANKVIDEO_JOB_STATS")
     torch = sys.modules.get("torch")
-    if not path or torch is None:
+    if not path or torch is None or os.environ.get("RANKVIDEO_JOB_STATS_PID") != str(os.getpid()):
         return
     stats = {}
     try:
