@@ -47,3 +47,35 @@ def test_launch_never_waits_for_the_gpu(tmp_path, compile):
         assert got == [s["logit_delta"] for s in expected[video_index, n]]
         reference = per_pair.score_video(videos[video_index], QUERIES[:n])
         assert got == pytest.approx([s["logit_delta"] for s in reference], abs=0.05)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_videos_batched_in_one_pass_never_wait_and_score_as_alone(tmp_path, compile):
+    """launch_many with videos of different frame sizes (the vision tower's variable-length flash
+    attention) and of one size (its batched groups), several prefixes in one LLM pass (variable-length
+    causal flash attention): queued without a host sync, scores as each video's alone (bf16 rounding)."""
+    from tests.videos import X264, encode
+
+    sizes = [(64, 48), (96, 64), (64, 48), (48, 96)]
+    paths = [encode(tmp_path / f"{i}.mp4", codec="libx264", width=w, height=h, n_frames=12 + 4 * i, rate=4, options=X264)
+             for i, (w, h) in enumerate(sizes)]
+    settings = VideoSettings.with_tokens(fps=4.0, max_frames=8, tokens_per_frame=4)
+    videos = [load_video(p, settings, resize=False) for p in paths]
+    backend = HFBackend(str(build_tiny_vlm(tmp_path / "vlm", seed=3)), local_files_only=True, device="cuda",
+                        compile=compile, video_batch=4)
+    forms = [QUERIES[:1], QUERIES[:3], QUERIES[:2], QUERIES[:1]]
+    alone = [[s["logit_delta"] for s in backend.score_video(v, q)] for v, q in zip(videos, forms)]
+    batches = [[0, 1, 2, 3], [0, 2], [3, 1]]  # mixed sizes; one size; mixed
+    for batch in batches:  # warm-up
+        backend.launch_many([backend.prepare(videos[i], forms[i]) for i in batch])[0].result()
+    prepared = [[backend.prepare(videos[i], forms[i]) for i in batch] for batch in batches]
+    assert all(backend.fits(batch[:i], batch[i]) for batch in prepared for i in range(len(batch)))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        pending = [backend.launch_many(batch) for batch in prepared]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for batch, scores in zip(batches, pending):
+        for i, part in zip(batch, scores):
+            assert [s["logit_delta"] for s in part.result()] == pytest.approx(alone[i], abs=0.05)

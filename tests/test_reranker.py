@@ -391,3 +391,85 @@ def test_pipelined_rerank_loop_prepares_in_decode_processes(backend, videos, tmp
     for vid in ids:
         written = formats.read_video_scores(tmp_path / "out" / formats.rerank_filename(vid, "m"))[vid]
         assert [written[q]["logit_delta"] for q in video2queries[vid]] == [s["logit_delta"] for s in expected[vid]]
+
+
+def test_videos_batched_in_one_pass_score_as_alone(backend, videos):
+    """launch_many lays several videos' prefixes and suffixes end to end in one vision pass and one LLM
+    pass (each prefix causal within itself, each suffix seeing its own prefix and itself): the scores
+    equal each video's alone, for videos of different frame sizes and counts, one query or several, with
+    and without a description; fits keeps a batch within video_batch, BATCH_TOKENS and one chunk."""
+    from dataclasses import replace
+
+    import torch
+
+    from rankvideo.backends import hf
+
+    raw = [load_video(p, SETTINGS) for p in videos]
+    small = replace(raw[1], frames=torch.randint(0, 256, (4, 3, 32, 64), dtype=torch.uint8,
+                                                 generator=torch.Generator().manual_seed(1)),
+                    metadata={**raw[1].metadata, "frames_indices": raw[1].metadata["frames_indices"][:4]})
+    cases = [(raw[0], QUERIES[:1], None), (small, QUERIES[:3], "A blue square."), (raw[2], QUERIES[2:3], "Circles."),
+             (raw[3], QUERIES, None)]
+    alone = [backend.score_video(video, queries, description) for video, queries, description in cases]
+    prepared = [backend.prepare(video, queries, description) for video, queries, description in cases]
+    backend.video_batch = 4
+    try:
+        assert all(backend.fits(prepared[:i], prepared[i]) for i in range(4))
+        together = [pending.result() for pending in backend.launch_many(prepared)]
+        assert not backend.fits(prepared, prepared[0])  # video_batch reached
+        backend.video_batch = 8
+        tokens = sum(int(p.host["input_ids"].shape[1]) for p in prepared)
+        assert backend.fits(prepared, prepared[0])
+        try:
+            hf.BATCH_TOKENS = tokens
+            assert not backend.fits(prepared, prepared[0])  # the token budget reached
+        finally:
+            hf.BATCH_TOKENS = 16384
+        backend.query_batch_size = 2  # more queries than one chunk: such a video runs alone
+        chunked = backend.prepare(raw[3], QUERIES)
+        assert not backend.batchable(chunked) and not backend.fits(prepared[:1], chunked)
+    finally:
+        backend.video_batch, backend.query_batch_size = 1, 16
+    assert not backend.batchable(prepared[0])  # video_batch 1: nothing is batched
+    for got, want in zip(together, alone):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g["logit_delta"] == pytest.approx(w["logit_delta"], abs=1e-4)
+            assert g["logprob_yes"] == pytest.approx(w["logprob_yes"], abs=1e-4)
+
+
+def test_rerank_loop_groups_videos_into_passes(backend, videos, tmp_path):
+    """With video_batch > 1 the rerank loop hands the backend consecutive videos in groups: a video whose
+    queries need more than one chunk runs alone and ends the group before it; the files hold each video's
+    own scores (equal to score_video's up to float rounding) and every video is scored once."""
+    from rankvideo.data import formats
+    from rankvideo.scoring.rerank import rerank_unlocked
+    from rankvideo.video import VideoResolver
+
+    ids = [p.stem for p in videos]
+    counts = [1, 3, 1, 2]
+    video2queries = {vid: [f"q{i}" for i in range(n)] for vid, n in zip(ids, counts)}
+    texts = {f"q{i}": q for i, q in enumerate(QUERIES)}
+    groups = []
+    launch_many = backend.launch_many
+
+    def recording_launch_many(batch):
+        groups.append([len(p.queries) for p in batch])
+        return launch_many(batch)
+
+    backend.launch_many, backend.query_batch_size, backend.video_batch = recording_launch_many, 2, 3
+    try:
+        summary = rerank_unlocked(video2queries, texts, VideoResolver(videos[0].parent, "flat"), tmp_path / "out",
+                                  backend.score_video, "m", SETTINGS, progress=False, decode_ahead=2, decode_workers=2)
+        backend.video_batch = 1
+        expected = {vid: backend.score_video(load_video(path, SETTINGS), [texts[q] for q in video2queries[vid]])
+                    for vid, path in zip(ids, videos)}
+    finally:
+        backend.__dict__.pop("launch_many", None)
+        backend.query_batch_size, backend.video_batch = 16, 1
+    assert groups == [[1], [3], [1, 2]]
+    assert summary.videos_scored == 4 and summary.pairs_scored == sum(counts)
+    for vid in ids:
+        written = formats.read_video_scores(tmp_path / "out" / formats.rerank_filename(vid, "m"))[vid]
+        assert [written[q]["logit_delta"] for q in video2queries[vid]] == pytest.approx(
+            [s["logit_delta"] for s in expected[vid]], abs=1e-4)

@@ -47,8 +47,9 @@ def is_pipelined(backend) -> bool:
 class PendingScores:
     """One video's scores on their way from the device; :meth:`result` waits for them."""
 
-    def __init__(self, scores: list[dict] | None = None, host=None, event=None):
+    def __init__(self, scores: list[dict] | None = None, host=None, event=None, part_of=None):
         self._scores, self._host, self._event = scores, host, event
+        self._part_of = part_of  # (the pending scores of a batch of videos, first row, end row)
 
     @classmethod
     def of(cls, logprobs) -> "PendingScores":
@@ -64,7 +65,15 @@ class PendingScores:
         event.record()
         return cls(host=host, event=event)
 
+    def split(self, counts: list[int]) -> list["PendingScores"]:
+        """The pending scores of consecutive parts of ``counts`` rows each (videos scored in one pass)."""
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        return [PendingScores(part_of=(self, a, a + n)) for a, n in zip(starts, counts)]
+
     def result(self) -> list[dict]:
+        if self._scores is None and self._part_of is not None:
+            whole, start, end = self._part_of
+            self._scores, self._part_of = whole.result()[start:end], None
         if self._scores is None:
             self._event.synchronize()
             self._scores = scores_of(self._host)

@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 
 VISION_END = "<|vision_end|>"
 
+#: the most tokens (prefixes and suffixes) that videos batched into one pass may have together
+#: (:meth:`HFBackend.fits`); about four videos of 32 frames at 128 tokens each and their queries
+BATCH_TOKENS = 16384
+
+
+def default_video_batch(device_type: str) -> int:
+    """Videos scored in one pass by default (``HFBackend(video_batch=None)``): on a GPU several, which
+    saves the host most of a video's kernel launches; on the CPU one."""
+    return 4 if device_type == "cuda" else 1
+
 
 @dataclass
 class PreparedVideo:
@@ -95,7 +105,7 @@ class HFBackend:
                  allow_pickle_weights: bool = False, attn_implementation: str | None = None,
                  suffixes: str = "merged", vision_attention: str = "batched", processor_device: str | None = None,
                  compile: bool | None = None, cudnn_attention: bool | None = None, answer_tokens: str = "variants",
-                 fp8: bool = False):
+                 fp8: bool = False, video_batch: int | None = None):
         options = models.LoadOptions(cache_dir=cache_dir, local_files_only=local_files_only,
                                      trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle_weights)
         vlm, processor = models.load_vlm(model, options, device=device, dtype=dtype,
@@ -103,7 +113,7 @@ class HFBackend:
         self._setup(vlm, processor, models.model_name(model), prompt_variant=prompt_variant, mode=mode,
                     query_batch_size=query_batch_size, suffixes=suffixes, vision_attention=vision_attention,
                     processor_device=processor_device, compile=compile, cudnn_attention=cudnn_attention,
-                    answer_tokens=answer_tokens, fp8=fp8)
+                    answer_tokens=answer_tokens, fp8=fp8, video_batch=video_batch)
 
     @classmethod
     def from_model(cls, model, processor, model_name: str = "model", **options) -> "HFBackend":
@@ -116,7 +126,7 @@ class HFBackend:
                mode: str = "shared_prefix", query_batch_size: int | None = None, suffixes: str = "merged",
                vision_attention: str = "batched", processor_device: str | None = None,
                compile: bool | None = None, cudnn_attention: bool | None = None,
-               answer_tokens: str = "variants", fp8: bool = False) -> None:
+               answer_tokens: str = "variants", fp8: bool = False, video_batch: int | None = None) -> None:
         import torch
 
         if mode not in ("shared_prefix", "per_pair"):
@@ -130,6 +140,8 @@ class HFBackend:
             raise ValueError(f"unknown vision_attention {vision_attention!r}; use batched or transformers")
         if query_batch_size < 1:
             raise ValueError("query_batch_size must be at least 1")
+        if video_batch is not None and video_batch < 1:
+            raise ValueError("video_batch must be at least 1")
         self.model, self.processor = model, processor
         self.model_name = model_name
         self.device = self.model.device
@@ -144,6 +156,8 @@ class HFBackend:
         #: and processed on the GPU in :meth:`prepare` (resizing is most of a decode's CPU time)
         self.resize_on_device = cuda and processor_device != "cpu"
         self.compile = cuda if compile is None else bool(compile)
+        #: videos scored in one pass at most (:meth:`launch_many`); default 4 on a GPU, 1 elsewhere
+        self.video_batch = default_video_batch(self.device.type) if video_batch is None else int(video_batch)
         self.cudnn_attention = cudnn_attention
         tokenizer = self.processor.tokenizer
         yes, no = prompts.answer_token_ids(tokenizer, answer_tokens)
@@ -458,35 +472,12 @@ class HFBackend:
         t = {k: self._to_device(v) for k, v in prepared.host.items()}
         prefix_len, total = prepared.prefix_len, int(t["input_ids"].shape[1])
         first_chunk = int(t["rows"].shape[0])
-        if first_chunk == 1:
-            mask = None  # one suffix: plainly causal (the kernels' own causal path)
-        else:
-            index = torch.arange(total, device=self.device)
-            segment = t["token_segment"]
-            # a key is visible to a query when it is not later and is in the prefix or in the query's own
-            # suffix; with the split attention only the suffixes' rows (the prefix's rows are plainly
-            # causal and run as such, see _use_split_attention), else every row
-            rows_from = prefix_len if self._split_attention else 0
-            query = index[rows_from:, None]
-            mask = ((index[None, :] <= query)
-                    & ((segment[None, :] < 0) | (segment[None, :] == segment[rows_from:, None])))[None, None]
-            if self._split_attention:  # as an additive bias, rows 16-byte aligned (what the kernel needs)
-                dtype = self.model.dtype
-                # 8 columns more than the alignment needs: the row stride never equals the length, else a
-                # compiled layer would keep one graph for lengths that are multiples of 8 and one for the rest
-                bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8 + 8), torch.finfo(dtype).min, dtype=dtype,
-                                  device=self.device)
-                mask = bias[..., :total].masked_fill_(mask, 0)
+        # one suffix: plainly causal (the kernels' own causal path)
+        mask = None if first_chunk == 1 else self._packed_mask(t["token_segment"], prefix_len)
         keep_cache = bool(prepared.chunks)
-        model = self.model.model
         with torch.inference_mode():
-            vision = model.visual(t["pixel_values"], grid_thw=prepared.grid, **self._lean.vision_kwargs(t, prepared.grid))
-            embeds = model.get_input_embeddings()(t["input_ids"])
-            embeds[0].index_copy_(0, t["video_index"], vision.pooler_output.to(embeds.dtype))
-            out = model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=t["position_ids"],
-                                       use_cache=keep_cache, visual_pos_masks=t["video_index"],
-                                       deepstack_visual_embeds=list(vision.deepstack_features))
-            logps = [self._answer_logprobs(self.model.lm_head(out.last_hidden_state[0, t["rows"]]))]
+            out, logp = self._forward(t, prepared.grid, mask, use_cache=keep_cache)
+            logps = [logp]
             if keep_cache:
                 cache = getattr(out, "cache", None) or getattr(out, "past_key_values")
                 _truncate_cache(cache, prefix_len)
@@ -494,6 +485,113 @@ class HFBackend:
                     logps.append(self._chunk_logprobs(packed, cache, prepared.next_position, prefix_len))
                     _truncate_cache(cache, prefix_len)
             return torch.cat(logps) if len(logps) > 1 else logps[0]
+
+    def _packed_mask(self, segment, prefix_len: int, owner=None):
+        """The attention mask of packed prefix(es) and suffixes: a key is visible to a query when it is not
+        later, belongs to the same video (``owner``, the video of each token, when several are packed) and
+        is in a prefix (``segment`` -1) or in the query's own suffix. With the split attention only the
+        suffixes' rows (the first ``prefix_len`` rows are the prefixes' and run causally, see
+        :func:`_use_split_attention`), as an additive bias; else every row, as a boolean mask."""
+        import torch
+
+        total = int(segment.shape[0])
+        index = torch.arange(total, device=self.device)
+        rows_from = prefix_len if self._split_attention else 0
+        query = index[rows_from:, None]
+        mask = (index[None, :] <= query) & ((segment[None, :] < 0) | (segment[None, :] == segment[rows_from:, None]))
+        if owner is not None:
+            mask &= owner[None, :] == owner[rows_from:, None]
+        mask = mask[None, None]
+        if not self._split_attention:
+            return mask
+        dtype = self.model.dtype  # rows 16-byte aligned (what the kernel needs)
+        # 8 columns more than the alignment needs: the row stride never equals the length, else a compiled
+        # layer would keep one graph for lengths that are multiples of 8 and one for the rest
+        bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8 + 8), torch.finfo(dtype).min, dtype=dtype,
+                          device=self.device)
+        return bias[..., :total].masked_fill_(mask, 0)
+
+    def _forward(self, t: dict, grid, mask, use_cache: bool = False, **kwargs):
+        """Vision tower, then the LLM over the packed tokens ``t`` (on the device; keys as in
+        :meth:`prepare_host`): (the LLM's output, [rows, 2] (yes, no) log-probabilities at ``t["rows"]``)."""
+        model = self.model.model
+        vision = model.visual(t["pixel_values"], grid_thw=grid, **self._lean.vision_kwargs(t, grid))
+        embeds = model.get_input_embeddings()(t["input_ids"])
+        embeds[0].index_copy_(0, t["video_index"], vision.pooler_output.to(embeds.dtype))
+        out = model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=t["position_ids"],
+                                   use_cache=use_cache, visual_pos_masks=t["video_index"],
+                                   deepstack_visual_embeds=list(vision.deepstack_features), **kwargs)
+        return out, self._answer_logprobs(self.model.lm_head(out.last_hidden_state[0, t["rows"]]))
+
+    # ------------------------------------------------------------------ several videos in one pass
+
+    def batchable(self, prepared: "PreparedVideo") -> bool:
+        """Whether a prepared video can share a pass with others (:meth:`launch_many`): a lean one whose
+        queries fit in one chunk (no KV cache kept for further chunks)."""
+        return prepared.host is not None and not prepared.chunks and self.video_batch > 1
+
+    def fits(self, batch: Sequence["PreparedVideo"], prepared: "PreparedVideo") -> bool:
+        """Whether ``prepared`` may join ``batch`` in one pass: at most ``video_batch`` videos and
+        :data:`BATCH_TOKENS` tokens, all batchable."""
+        if not batch:
+            return True
+        if len(batch) >= self.video_batch or not all(self.batchable(p) for p in (*batch, prepared)):
+            return False
+        return sum(int(p.host["input_ids"].shape[1]) for p in (*batch, prepared)) <= BATCH_TOKENS
+
+    def launch_many(self, batch: Sequence["PreparedVideo"]) -> list["PendingScores"]:
+        """Queue several prepared videos on the device (see :meth:`fits`) and return each one's pending
+        scores: one vision pass over all their frames and one LLM pass over their prefixes and suffixes
+        laid end to end, so that a video with few queries does not run the model at batch one and the
+        host launches each layer once for all of them. Scores equal :meth:`launch`'s up to float rounding."""
+        batch = list(batch)
+        if len(batch) == 1 or not all(self.batchable(p) for p in batch):
+            return [self.launch(p) for p in batch]
+        self._activate()
+        with self._kernels(masked=True):
+            logp = self._launch_batch(batch)
+        return PendingScores.of(logp).split([len(p.queries) for p in batch])
+
+    def _launch_batch(self, batch: list["PreparedVideo"]):
+        """The packed pass of :meth:`launch_many`. Layout: every video's prefix, then every video's suffixes
+        (the model sees order only through the M-RoPE positions, which are each video's own, and the mask)."""
+        import torch
+
+        ts = [{k: self._to_device(v) for k, v in p.host.items()} for p in batch]
+        prefixes = [p.prefix_len for p in batch]
+        suffixes = [int(t["input_ids"].shape[1]) - n for t, n in zip(ts, prefixes)]
+        prefix_total = sum(prefixes)
+        prefix_at = [sum(prefixes[:i]) for i in range(len(batch))]
+        suffix_at = [prefix_total + sum(suffixes[:i]) for i in range(len(batch))]
+        queries_at = [sum(len(p.queries) for p in batch[:i]) for i in range(len(batch))]
+
+        def laid_out(name):
+            return torch.cat([t[name][..., :n] for t, n in zip(ts, prefixes)]
+                             + [t[name][..., n:] for t, n in zip(ts, prefixes)], -1)
+
+        patches = [int(p.host["vision_cu_seqlens"][-1]) for p in batch]
+        t = {"input_ids": laid_out("input_ids"), "position_ids": laid_out("position_ids"),
+             "rows": torch.cat([t["rows"] + (at - n) for t, n, at in zip(ts, prefixes, suffix_at)]),
+             "video_index": torch.cat([t["video_index"] + at for t, at in zip(ts, prefix_at)]),
+             "vision_cu_seqlens": torch.cat([ts[0]["vision_cu_seqlens"][:1]] + [
+                 t["vision_cu_seqlens"][1:] + sum(patches[:i]) for i, t in enumerate(ts)]),
+             **{k: torch.cat([t[k] for t in ts]) for k in ("pixel_values", "vision_position_ids",
+                                                           "vision_interp_indices", "vision_interp_weights")}}
+        segment = laid_out("token_segment")
+        offsets = torch.cat([torch.zeros(prefix_total, dtype=segment.dtype, device=self.device)]
+                            + [torch.full((n,), q, dtype=segment.dtype, device=self.device)
+                               for n, q in zip(suffixes, queries_at)])
+        segment = torch.where(segment < 0, segment, segment + offsets)  # unique across the batch
+        owner = torch.repeat_interleave(torch.arange(len(batch), device=self.device).repeat(2),
+                                        self._to_device(torch.tensor(prefixes + suffixes)),
+                                        output_size=prefix_total + sum(suffixes))
+        kwargs = {}
+        if self._split_attention:
+            starts = torch.tensor([0] + prefix_at[1:] + [prefix_total], dtype=torch.int32)
+            kwargs["rankvideo_prefixes"] = (self._to_device(starts), max(prefixes))
+        grid = torch.cat([p.grid for p in batch])
+        with torch.inference_mode():
+            return self._forward(t, grid, self._packed_mask(segment, prefix_total, owner), **kwargs)[1]
 
     # ------------------------------------------------------------------ generation
 
@@ -588,9 +686,11 @@ def _batch_vision_attention(model) -> None:
     ``h * w`` patches, so they are one batch ``[groups, heads, h*w, head_dim]``. A pre-hook on the vision
     tower reads that size from ``grid_thw`` once per call and passes it down to the blocks as the keyword
     ``rankvideo_group`` (an int argument, so that a compiled block treats it as a symbol and a new video
-    size is no recompilation; a module attribute would be a constant of the graph); mixed sizes, and a
-    model whose ``_rankvideo_batched_vision`` is False (``HFBackend(vision_attention="transformers")``),
-    keep transformers' own path. The forward is set on this model's attention modules only: the
+    size is no recompilation; a module attribute would be a constant of the graph). Groups of several
+    sizes (videos batched into one pass, :meth:`HFBackend.launch_many`) run as one variable-length flash
+    attention call on a GPU (the hook passes the longest size, ``rankvideo_longest_group``); elsewhere, and
+    for a model whose ``_rankvideo_batched_vision`` is False (``HFBackend(vision_attention="transformers")``),
+    transformers' own path runs. The forward is set on this model's attention modules only: the
     transformers class is left as it is (other models in the process keep the stock code).
     Measured (H200, 32 frames): vision tower 42 -> 31 ms, and no longer host-bound."""
     import torch
@@ -609,13 +709,21 @@ def _batch_vision_attention(model) -> None:
 
     def forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
         group = kwargs.pop("rankvideo_group", None)
+        longest = kwargs.pop("rankvideo_longest_group", None)
         seq = hidden_states.shape[0]
-        if not group or seq % group or "flash" in str(self.config._attn_implementation):
+        varlen = (not group and longest and hidden_states.is_cuda
+                  and hidden_states.dtype in (torch.bfloat16, torch.float16))
+        if not (group or varlen) or (group and seq % group) or "flash" in str(self.config._attn_implementation):
             return original(self, hidden_states, cu_seqlens, position_embeddings=position_embeddings,
                             max_seqlen=max_seqlen, **kwargs)
         q, k, v = self.qkv(hidden_states).reshape(seq, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
         cos, sin = position_embeddings
         q, k = rotary(q, k, cos, sin)
+        if varlen:  # frame groups of several sizes (videos batched into one pass): flash attention over them all
+            cu = cu_seqlens.to(torch.int32)
+            out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, longest, longest, 0.0, False, False,
+                                                          scale=self.scaling)[0]
+            return self.proj(out.reshape(seq, -1))
         q, k, v = (x.reshape(seq // group, group, self.num_heads, -1).transpose(1, 2) for x in (q, k, v))
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=self.scaling)
         return self.proj(out.transpose(1, 2).reshape(seq, -1))
@@ -626,10 +734,13 @@ def _batch_vision_attention(model) -> None:
     def pre_hook(module, args, kwargs):
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
         kwargs.pop("rankvideo_group", None)
+        kwargs.pop("rankvideo_longest_group", None)
         if grid is not None and getattr(model, "_rankvideo_batched_vision", True):
             sizes = {int(h) * int(w) for _, h, w in grid.tolist()}
             if len(sizes) == 1:
                 kwargs["rankvideo_group"] = sizes.pop()
+            elif sizes:  # several videos of different sizes in one pass
+                kwargs["rankvideo_longest_group"] = max(sizes)
         return args, kwargs
 
     visual.register_forward_pre_hook(pre_hook, with_kwargs=True)
@@ -643,9 +754,12 @@ def _use_split_attention(model) -> bool:
     """Let the LLM's SDPA attention run a packed "prefix + suffixes" pass as two calls.
 
     Registers (once) an attention implementation that is transformers' SDPA, except when it gets a
-    4-D mask with fewer rows than queries (only :meth:`HFBackend._merged_forward` passes one): then the
-    first ``T - rows`` queries (the prefix) attend causally among themselves through the kernels' own
-    causal path, and the remaining rows (the packed suffixes) attend to all keys through the mask. A
+    4-D mask with fewer rows than queries (only :meth:`HFBackend.launch` and :meth:`HFBackend.launch_many`
+    pass one): then the first ``T - rows`` queries (the prefix) attend causally among themselves through
+    the kernels' own causal path, and the remaining rows (the packed suffixes) attend to all keys through
+    the mask. Several videos' prefixes laid end to end (the keyword ``rankvideo_prefixes``: their
+    cumulative lengths and the longest) are each causal within itself: one variable-length flash
+    attention call on a GPU, a call per prefix elsewhere. A
     single masked call would make the kernel visit all T^2 (query, key) pairs; this visits about half of
     the prefix's. Switched on for a model whose text attention is ``sdpa``; True when on."""
     import torch
@@ -663,12 +777,30 @@ def _use_split_attention(model) -> bool:
     except (ImportError, KeyError, AttributeError):
         return False
 
+    def prefixes_attention(module, query, key, value, prefixes, **kwargs):
+        """Causal attention within each of several prefixes laid end to end (videos batched into one pass):
+        ``prefixes`` is (cumulative lengths, int32 on the device; the longest)."""
+        starts, longest = prefixes
+        if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16):  # one variable-length call
+            q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [tokens, heads, head_dim]
+            out = torch.ops.aten._flash_attention_forward(q, k, v, starts, starts, longest, longest, 0.0, True, False,
+                                                          scale=kwargs.get("scaling"))[0]
+            return out[None]
+        bounds = starts.tolist()
+        return torch.cat([sdpa(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **kwargs)[0]
+                          for a, b in zip(bounds, bounds[1:])], dim=1)
+
     def attention(module, query, key, value, attention_mask, **kwargs):
+        prefixes = kwargs.pop("rankvideo_prefixes", None)
         rows, total = (attention_mask.shape[-2], query.shape[-2]) if attention_mask is not None else (0, 0)
         if attention_mask is None or attention_mask.dim() != 4 or rows >= total or key.shape[-2] != total:
             return sdpa(module, query, key, value, attention_mask, **kwargs)
         prefix = total - rows
-        head, _ = sdpa(module, query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix], None, **kwargs)
+        if prefixes is not None:
+            head = prefixes_attention(module, query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix], prefixes,
+                                      **kwargs)
+        else:
+            head, _ = sdpa(module, query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix], None, **kwargs)
         if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and attention_mask.is_floating_point():
             # the masked rows straight to the memory-efficient kernel: PyTorch would pick cuDNN's, which
             # builds a new plan for every new length (see HFBackend's cudnn_attention)

@@ -388,7 +388,10 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         log.info("decoding in %d background %s, up to %d videos ahead", workers,
                  "processes" if executor else "threads", max(decode_ahead, workers))
     compile_stats = getattr(backend, "compile_stats", None)
-    in_flight = None  # (video_id, qids, out_path, pending scores) of the video on the device
+    # a backend that can score several videos in one pass (HFBackend.launch_many) gets them in groups
+    batching = pipelined and callable(getattr(backend, "launch_many", None))
+    in_flight: list = []  # (video_id, qids, out_path, pending scores) of the videos on the device
+    group: list = []  # (item, prepared video) waiting to be launched together
 
     # the score files are written by a thread of their own: the scoring thread does no file I/O (a
     # temporary file, an fsync and a rename per video take milliseconds on a cluster's shared file system)
@@ -414,6 +417,22 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
         bar.update(1)
         bar.set_postfix(pairs_per_s=f"{summary.pairs_scored / max(elapsed, 1e-9):.1f}", failed=summary.videos_failed)
 
+    def launch():
+        """Queue the group on the device, then read and write the scores of the videos launched before it."""
+        nonlocal in_flight
+        start = time.perf_counter()
+        if batching:
+            pendings = backend.launch_many([ready for _, ready in group])
+        elif pipelined:
+            pendings = [backend.launch(ready) for _, ready in group]
+        else:
+            pendings = [backends.PendingScores(score_video(ready, *texts(item))) for item, ready in group]
+        summary.seconds_scoring += time.perf_counter() - start
+        for done in in_flight:
+            finish(*done)
+        in_flight = [(*item[:3], pending) for (item, _), pending in zip(group, pendings)]
+        group.clear()
+
     try:
         for item, loaded, error, seconds, waited in prefetched(todo, load, ahead=decode_ahead, workers=workers):
             video_id, qids, out_path = item[:3]
@@ -428,14 +447,15 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
             ready, preparing = loaded
             summary.seconds_decoding += seconds - preparing
             summary.seconds_preparing += preparing
-            start = time.perf_counter()
-            pending = backend.launch(ready) if pipelined else backends.PendingScores(score_video(ready, *texts(item)))
-            summary.seconds_scoring += time.perf_counter() - start
-            if in_flight is not None:
-                finish(*in_flight)
-            in_flight = (video_id, qids, out_path, pending)
-        if in_flight is not None:
-            finish(*in_flight)
+            if group and not backend.fits([r for _, r in group], ready):
+                launch()
+            group.append((item, ready))
+            if not batching or not backend.batchable(ready) or len(group) >= backend.video_batch:
+                launch()
+        if group:
+            launch()
+        for done in in_flight:
+            finish(*done)
         while writes:
             writes.popleft().result()
     finally:
@@ -543,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--query-batch-size", type=int, default=None,
                         help="queries of one video per forward (hf; default: the config schema's rerank.query_batch_size)")
+    parser.add_argument("--video-batch", type=int, default=None,
+                        help="hf: videos scored together in one pass (default: 4 on a GPU, 1 on the CPU)")
     parser.add_argument("--fp8", action="store_true",
                         help="hf: linear layers in float8 (per-channel weight, per-token activation scales); off by default")
     parser.add_argument("--gpu-memory", type=float, default=0.9, help="vLLM gpu_memory_utilization")
@@ -586,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       options=backend_options(args.backend, device=args.device, dtype=args.dtype,
                                               query_batch_size=args.query_batch_size, gpu_memory=args.gpu_memory,
                                               tensor_parallel=args.tensor_parallel, cache_dir=args.cache_dir,
-                                              fp8=args.fp8))
+                                              fp8=args.fp8, video_batch=args.video_batch))
     except OSError as error:  # read-only or full output folder, missing model or weights, lock held
         print(f"error: {formats.io_error_sentence(error)}", file=sys.stderr)
         return 2
@@ -599,18 +621,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def scoring_settings(backend: str, options: dict) -> dict:
     """The backend settings that change scores (numerics), recorded in run_info.json: device kind,
-    resolved dtype and query batch size (hf); dtype and tensor parallel size (vllm)."""
+    resolved dtype, query batch size, and fp8 and video batch when used (hf); dtype and tensor parallel
+    size (vllm)."""
 
     if backend == "hf":
         device = options.get("device") or models.default_device()
         dtype = str(models.torch_dtype(options.get("dtype"), device)).removeprefix("torch.")
+        from rankvideo.backends.hf import default_video_batch
+
+        video_batch = options.get("video_batch") or default_video_batch(device.split(":")[0])
         return {"device": device.split(":")[0], "dtype": dtype, "query_batch_size": options.get("query_batch_size"),
-                **({"fp8": True} if options.get("fp8") else {})}
+                **({"fp8": True} if options.get("fp8") else {}), **({"video_batch": video_batch} if video_batch > 1 else {})}
     return {"dtype": options.get("dtype") or "auto", "tensor_parallel_size": options.get("tensor_parallel_size")}
 
 
 def backend_options(backend: str, device=None, dtype=None, query_batch_size=None, gpu_memory=0.9, tensor_parallel=1,
-                    cache_dir=None, trust_remote_code=False, allow_pickle_weights=False, fp8=False) -> dict:
+                    cache_dir=None, trust_remote_code=False, allow_pickle_weights=False, fp8=False,
+                    video_batch=None) -> dict:
     """The keyword arguments of one backend's constructor."""
     options: dict = {"cache_dir": cache_dir, "dtype": dtype, "trust_remote_code": trust_remote_code}
     if allow_pickle_weights:
@@ -620,10 +647,14 @@ def backend_options(backend: str, device=None, dtype=None, query_batch_size=None
 
             query_batch_size = defaults("rerank")["query_batch_size"]
         options.update(device=device, query_batch_size=query_batch_size)
+        if video_batch is not None:
+            options["video_batch"] = video_batch
         if fp8:
             options["fp8"] = True
     elif fp8:
         raise ValueError("fp8 is an option of the hf backend (vLLM has its own: quantization='fp8')")
+    elif video_batch is not None:
+        raise ValueError("video_batch is an option of the hf backend (vLLM batches by itself)")
     else:
         options.update(gpu_memory_utilization=gpu_memory, tensor_parallel_size=tensor_parallel)
     return options
@@ -744,7 +775,8 @@ def run_shard(model: str, video2queries_path, queries_path, videos: dict, output
                               query_batch_size=rerank_config["query_batch_size"],
                               gpu_memory=rerank_config["gpu_memory"], tensor_parallel=rerank_config["tensor_parallel"],
                               cache_dir=models_config["cache_dir"], trust_remote_code=models_config["trust_remote_code"],
-                              allow_pickle_weights=models_config["allow_pickle_weights"], fp8=rerank_config["fp8"])
+                              allow_pickle_weights=models_config["allow_pickle_weights"], fp8=rerank_config["fp8"],
+                              video_batch=rerank_config["video_batch"])
     summary = run(model, video2queries, formats.read_queries(queries_path), resolver, output_dir, settings,
                   video_ids=sorted(video2queries)[start:end], backend=rerank_config["backend"], model_name=model_name,
                   prompt_variant=rerank_config["prompt_variant"], restart=True, options=options,
