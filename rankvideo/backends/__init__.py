@@ -33,7 +33,9 @@ class PipelinedBackend(Backend, Protocol):
     """A backend whose scoring comes in two steps, so that a job keeps the device busy:
     ``launch(prepare(video, queries, description)).result() == score_video(video, queries, description)``.
     ``prepare`` is host work (prompts, tokens, pixels, positions) that may run in a decode thread while
-    the previous video is on the device; ``launch`` queues the device work and returns at once."""
+    the previous video is on the device; ``launch`` queues the device work and returns at once. A backend
+    may also score several prepared videos in one pass: ``fits(batch, prepared)``, ``batchable(prepared)``,
+    ``video_batch`` and ``launch_many(batch) -> [PendingScores]`` (:class:`rankvideo.backends.hf.HFBackend`)."""
 
     def prepare(self, video: LoadedVideo, queries: Sequence[str], description: str | None = None): ...
 

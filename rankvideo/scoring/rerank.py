@@ -285,7 +285,8 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
     :func:`decode_processes` pool already started, left running). When ``score_video``
     is the method of a pipelined backend (:class:`rankvideo.backends.PipelinedBackend`), its host work
     is done in the decode threads too, and each video is queued on the device before the previous
-    one's scores are read and written. ``descriptions``
+    one's scores are read and written; one that can score several videos in one pass
+    (``HFBackend.launch_many``, ``video_batch``) gets consecutive videos in groups (``fits``). ``descriptions``
     ({video id: text}): each query is shown with its video's description; a video without one is
     recorded as a failure.
     """
