@@ -385,12 +385,14 @@ def rerank_unlocked(video2queries: dict[str, list[str]], queries: dict[str, str]
             return backend.adopt(done), preparing + time.perf_counter() - start
 
         load = decode_in_process
+    # a backend that can score several videos in one pass (HFBackend.launch_many) gets them in groups
+    batching = pipelined and callable(getattr(backend, "launch_many", None))
+    if batching and decode_ahead > 0:  # a whole group decoded ahead while the previous one is scored
+        decode_ahead = max(decode_ahead, backend.video_batch)
     if decode_ahead > 0:
         log.info("decoding in %d background %s, up to %d videos ahead", workers,
                  "processes" if executor else "threads", max(decode_ahead, workers))
     compile_stats = getattr(backend, "compile_stats", None)
-    # a backend that can score several videos in one pass (HFBackend.launch_many) gets them in groups
-    batching = pipelined and callable(getattr(backend, "launch_many", None))
     in_flight: list = []  # (video_id, qids, out_path, pending scores) of the videos on the device
     group: list = []  # (item, prepared video) waiting to be launched together
 
