@@ -63,6 +63,11 @@ import atexit, json, os, sys
 # imports torch too and exits after the job) inherit this variable and write nothing
 os.environ.setdefault("RANKVIDEO_JOB_STATS_PID", str(os.getpid()))
 
+# an experiment: how often a thread holding the GIL hands it over (Python's default 5 ms), e.g.
+# --env "NAME=RANKVIDEO_JOB_SWITCH_INTERVAL=0.0005"
+if os.environ.get("RANKVIDEO_JOB_SWITCH_INTERVAL"):
+    sys.setswitchinterval(float(os.environ["RANKVIDEO_JOB_SWITCH_INTERVAL"]))
+
 def _rankvideo_job_stats():
     path = os.environ.get("RANKVIDEO_JOB_STATS")
     torch = sys.modules.get("torch")
