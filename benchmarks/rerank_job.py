@@ -19,8 +19,9 @@ One run on one card (issue 26, "Speed: the rerank job, not one video"):
    frames compiled and seconds compiling, recompilations (TORCH_LOGS lines) in all and after the first
    video's scores were written, decode seconds (summary.json: time inside ``load_video`` summed over
    the threads), the process's CPU seconds, the share of 200-ms samples with the GPU busy (whole
-   command and loop only), peak memory (allocated, and NVML's used), and the agreement of the scores
-   with the first code version's (max |delta logit_delta|, Spearman).
+   command and loop only), peak memory (allocated, and NVML's used), the steady state (pairs/s and GPU
+   busy from the first score file written to the end, compilation behind), and the agreement of the
+   scores with the first code version's (max |delta logit_delta|, Spearman).
 
 Usage::
 
@@ -251,6 +252,9 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
     cli_stats = [json.loads(line.split("job stats at the end: ", 1)[1]) for line in stderr.splitlines()
                  if "job stats at the end: " in line]
     loop_start = end - loop if loop else None
+    # steady state: from the first score file written (compilation and warm-up behind) to the end
+    first_pairs = sum(len(v) for v in json.loads(outputs[0].read_text()).values()) if outputs else 0
+    steady = (pairs - first_pairs) / (end - first_done) if first_done and end > first_done and pairs else None
     record.update(
         pairs=pairs, videos=summary.get("videos_scored"), failed=summary.get("videos_failed"),
         loop_s=loop, startup_s=(end - start - loop) if loop else None,
@@ -264,7 +268,9 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
         frames_compiled=child.get("frames_compiled"), compile_s=child.get("compile_s"),
         unique_graphs=child.get("unique_graphs"), peak_allocated_gib=child.get("peak_allocated_gib"),
         cli_stats=cli_stats[-1] if cli_stats else None,
+        pairs_per_s_after_first_video=steady,
         gpu_busy_whole=sampler.busy(), gpu_busy_loop=sampler.busy(loop_start, end) if loop_start else None,
+        gpu_busy_after_first_video=sampler.busy(first_done, end) if first_done else None,
         gpu_peak_used_gib=sampler.peak_used(), gpu_samples=len(sampler.samples),
         stdout_tail=stdout[-600:], stderr_tail=stderr[-1500:] if rc != 0 else "")
     record["scores"] = {p.name: json.loads(p.read_text()) for p in outputs}
@@ -321,8 +327,9 @@ def write_markdown(r: dict, path: Path) -> None:
              "- cold = empty torch.compile cache folder; warm = the same folder again (another output folder)", "",
              "| run | rc | pairs | whole-command pairs/s | in-loop pairs/s | wall s | start-up s | first video done s | "
              "frames compiled | compile s | recompiles (after 1st video) | decode s (threads) | prepare s | waited s | "
-             "scoring thread s | CPU s | GPU busy whole | GPU busy loop | peak alloc GiB | peak used GiB |",
-             "|---" * 20 + "|"]
+             "scoring thread s | CPU s | GPU busy whole | GPU busy loop | peak alloc GiB | peak used GiB | "
+             "pairs/s after the 1st video | GPU busy after the 1st video |",
+             "|---" * 22 + "|"]
     for run in r.get("runs", []):
         lines.append(
             f"| {run['name']} | {run['rc']} | {run['pairs']} | {_f(run['pairs_per_s_whole'], '.2f')} | "
@@ -332,7 +339,9 @@ def write_markdown(r: dict, path: Path) -> None:
             f"{_f(run.get('preparing_s'))} | {_f(run['waited_for_decode_s'])} | {_f(run.get('scoring_s'))} | {_f(run['cpu_s'])} | "
             f"{_f(run['gpu_busy_whole'] and 100 * run['gpu_busy_whole'], '.0f')}% | "
             f"{_f(run['gpu_busy_loop'] and 100 * run['gpu_busy_loop'], '.0f')}% | "
-            f"{_f(run['peak_allocated_gib'])} | {_f(run['gpu_peak_used_gib'])} |")
+            f"{_f(run['peak_allocated_gib'])} | {_f(run['gpu_peak_used_gib'])} | "
+            f"{_f(run.get('pairs_per_s_after_first_video'), '.1f')} | "
+            f"{_f(run.get('gpu_busy_after_first_video') and 100 * run['gpu_busy_after_first_video'], '.0f')}% |")
     lines += ["", "Agreement of each run's scores with the first run's (logit_delta):", ""]
     for name, agree in r.get("agreement", {}).items():
         lines.append(f"- {name}: {agree}")
