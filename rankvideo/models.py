@@ -180,6 +180,7 @@ def load_vlm(name_or_path, options: LoadOptions = LoadOptions(), device: str | N
     use_linear_patch_embed()
     path = resolve(name_or_path, options)
     device = device or default_device()
+    log.info("loading %s on %s", name_or_path, device)
     kwargs = options.kwargs()
     processor = AutoProcessor.from_pretrained(path, **kwargs)
     omni = model_type(path, options) == "qwen3_omni_moe"  # Qwen3-Omni: not an image-text-to-text auto class
