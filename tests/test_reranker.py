@@ -473,3 +473,26 @@ def test_rerank_loop_groups_videos_into_passes(backend, videos, tmp_path):
         written = formats.read_video_scores(tmp_path / "out" / formats.rerank_filename(vid, "m"))[vid]
         assert [written[q]["logit_delta"] for q in video2queries[vid]] == pytest.approx(
             [s["logit_delta"] for s in expected[vid]], abs=1e-4)
+
+
+def test_weights_read_ahead_of_the_load(tiny_vlm, monkeypatch, tmp_path):
+    """A rerank job reads a local model's weight files in a background thread while its imports run
+    (models.prefetch_weights); a hub id is left alone unless offline, and a name that does not resolve
+    ends the thread quietly (the load reports it)."""
+    from pathlib import Path
+
+    from rankvideo import models
+
+    opened = []
+    monkeypatch.setattr(models, "open", lambda path, *a, **k: opened.append(Path(path).name) or open(path, *a, **k),
+                        raising=False)
+    thread = models.prefetch_weights(tiny_vlm)
+    thread.join(timeout=60)
+    assert not thread.is_alive() and opened == sorted(p.name for p in Path(tiny_vlm).glob("*.safetensors")) != []
+    read = len(opened)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert models.prefetch_weights("someone/some-model", models.LoadOptions(local_files_only=False)) is None
+    missing = models.prefetch_weights("someone/some-model", models.LoadOptions(cache_dir=str(tmp_path),
+                                                                               local_files_only=True))
+    missing.join(timeout=60)
+    assert not missing.is_alive() and len(opened) == read

@@ -714,6 +714,8 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     the same rate in the loop (benchmarks/results/rerank_job_nvidia-h200.md, runs 7-9), so threads stay
     the default."""
 
+    if video_ids is None or list(video_ids):  # the weights read from disk while the imports below run
+        models.prefetch_weights(model, models.LoadOptions(cache_dir=(options or {}).get("cache_dir")))
     model_name = model_name or models.model_name(model)
     record = training_record(model)
     trained_with = record.get("prompt_variant")
