@@ -26,6 +26,12 @@ def videos(tmp_path_factory):
     return sorted((folder / "videos").glob("*.mp4"))
 
 
+def job_of(videos, counts):
+    """(video ids, video2queries, query texts) of a rerank job: ``counts[i]`` queries for ``videos[i]``."""
+    ids = [p.stem for p in videos]
+    return ids, {vid: [f"q{i}" for i in range(n)] for vid, n in zip(ids, counts)}, {f"q{i}": q for i, q in enumerate(QUERIES)}
+
+
 @pytest.fixture(scope="module")
 def backend(tiny_vlm):
     from rankvideo.backends.hf import HFBackend
@@ -280,10 +286,8 @@ def test_pipelined_rerank_loop_writes_what_score_video_gives(backend, videos, tm
     from rankvideo.video import VideoResolver
 
     assert backend._lean is not None  # transformers' precomputed vision inputs are used
-    ids = [p.stem for p in videos]
     counts = [1, 3, 4, 2]
-    video2queries = {vid: [f"q{i}" for i in range(n)] for vid, n in zip(ids, counts)}
-    texts = {f"q{i}": q for i, q in enumerate(QUERIES)}
+    ids, video2queries, texts = job_of(videos, counts)
     threads = []
     prepare = backend.prepare
 
@@ -373,10 +377,8 @@ def test_pipelined_rerank_loop_prepares_in_decode_processes(backend, videos, tmp
     from rankvideo.scoring.rerank import rerank_unlocked
     from rankvideo.video import VideoResolver
 
-    ids = [p.stem for p in videos]
     counts = [2, 1, 4, 3]
-    video2queries = {vid: [f"q{i}" for i in range(n)] for vid, n in zip(ids, counts)}
-    texts = {f"q{i}": q for i, q in enumerate(QUERIES)}
+    ids, video2queries, texts = job_of(videos, counts)
     backend.query_batch_size, backend.resize_on_device = 3, resize_on_device
     try:
         summary = rerank_unlocked(video2queries, texts, VideoResolver(videos[0].parent, "flat"), tmp_path / "out",
@@ -446,10 +448,8 @@ def test_rerank_loop_groups_videos_into_passes(backend, videos, tmp_path):
     from rankvideo.scoring.rerank import rerank_unlocked
     from rankvideo.video import VideoResolver
 
-    ids = [p.stem for p in videos]
     counts = [1, 3, 1, 2]
-    video2queries = {vid: [f"q{i}" for i in range(n)] for vid, n in zip(ids, counts)}
-    texts = {f"q{i}": q for i, q in enumerate(QUERIES)}
+    ids, video2queries, texts = job_of(videos, counts)
     groups = []
     launch_many = backend.launch_many
 
