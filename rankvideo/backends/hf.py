@@ -5,8 +5,9 @@ For video-first prompts (the default), one video costs one vision-encoder pass a
 batch-1 sequence with a block mask (prefix causal; each suffix sees the prefix and itself) and the M-RoPE
 positions each suffix has in its own full prompt. Queries beyond ``query_batch_size`` are scored in
 further packed chunks against the prefix's KV cache (no copy of the cache). A single query is one full
-forward. Only the hidden state at each answer position is projected to the vocabulary (one row per
-query, never the whole sequence). Query-first prompts (``query_first``, ``reference_inference``) and ``mode="per_pair"``
+forward. Several videos can share one such pass (:meth:`HFBackend.launch_many`, ``video_batch``). Only the
+hidden state at each answer position is projected to the vocabulary (one row per query, never the whole
+sequence). Query-first prompts (``query_first``, ``reference_inference``) and ``mode="per_pair"``
 run one full forward per pair, the reference's way; all paths give the same scores
 (tests/test_reranker.py). :class:`HFBackend`'s speed options are documented there.
 """
@@ -92,6 +93,9 @@ class HFBackend:
       work (RMSNorm, rotary, SiLU*mul, residual adds). Default (None): on for CUDA, off on the CPU.
       The first videos of each new shape pay the compilation (tens of seconds); if compiling fails the
       backend warns once and runs eagerly.
+    - ``video_batch``: videos scored in one pass at most (:meth:`launch_many`; default
+      :func:`default_video_batch`: 4 on a GPU, 1 elsewhere); a rerank job hands the backend consecutive
+      videos in groups that :meth:`fits` allows.
     - ``fp8`` (off by default): the linear layers of the LLM and the vision tower in float8 e4m3 with
       per-channel weight and per-token activation scales (:mod:`rankvideo.backends.fp8`); scores move
       by a little (see docs/reranking.md for the agreement measured against bf16).
