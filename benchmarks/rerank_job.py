@@ -113,23 +113,30 @@ def query_counts(n: int, seed: int, most: int = 39) -> list[int]:
             for _ in range(n)]
 
 
-def make_mix(work: Path, n_videos: int, tiny: bool, seed: int = 0) -> dict:
-    """Videos, queries.tsv and video2queries.json under ``work``."""
+def make_mix(work: Path, n_videos: int, tiny: bool, seed: int = 0, unique: int | None = None) -> dict:
+    """Videos, queries.tsv and video2queries.json under ``work``. With ``unique`` < ``n_videos``, only
+    the first ``unique`` clips are encoded and video ``i`` is a hard link to clip ``i % unique``, of the
+    same size and length as an encoded one would have (the job decodes every id; nothing in it caches by
+    content): a 1,000-video job without 10 minutes of encoding."""
     import score_per_video as spv
 
     from rankvideo.data import formats
 
     videos = work / "videos"
     videos.mkdir(parents=True, exist_ok=True)
+    unique = min(unique or n_videos, n_videos)
     jobs = []
     rng = random.Random(seed)
-    for i in range(n_videos):
+    for i in range(unique):
         width, height = (128, 96) if tiny else SIZES[i % len(SIZES)]
         seconds = (2.0 + i % 3) if tiny else round(rng.uniform(*LENGTHS), 1)
         jobs.append((str(videos / f"v{i:03d}.mp4"), seconds, width, height, i))
     start = time.perf_counter()
     with ProcessPoolExecutor(max(1, min(16, (os.cpu_count() or 2) - 1))) as pool:
         encode_s = list(pool.map(_encode, jobs))
+    for i in range(unique, n_videos):
+        os.link(jobs[i % unique][0], videos / f"v{i:03d}.mp4")
+        jobs.append((str(videos / f"v{i:03d}.mp4"), *jobs[i % unique][1:]))
     counts = query_counts(n_videos, seed, most=6 if tiny else 39)
     n_queries = max(200, max(counts) * 2)
     texts = {" ".join(rng.choice(spv._WORDS) for _ in range(rng.randint(4, 30))) for _ in range(n_queries)}
@@ -140,7 +147,7 @@ def make_mix(work: Path, n_videos: int, tiny: bool, seed: int = 0) -> dict:
     formats.write_json(work / "video2queries.json", video2queries)
     return {"videos": n_videos, "pairs": sum(counts), "queries_per_video": counts,
             "sizes": [[j[2], j[3]] for j in jobs], "seconds": [j[1] for j in jobs],
-            "encode_s": round(time.perf_counter() - start, 1), "encode_s_each": encode_s}
+            "unique_videos": unique, "encode_s": round(time.perf_counter() - start, 1), "encode_s_each": encode_s}
 
 
 # ----------------------------------------------------------------------------- GPU sampling
@@ -206,7 +213,7 @@ def _day_seconds(t: float) -> float:
 
 
 def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir: Path, args, extra: list[str],
-            timeout: float, more_env: dict | None = None) -> dict:
+            timeout: float, more_env: dict | None = None, video2queries: Path | None = None) -> dict:
     """One ``python -m rankvideo.rerank`` process; its figures."""
     site = work / "site"
     site.mkdir(exist_ok=True)
@@ -216,7 +223,7 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
                RANKVIDEO_JOB_STATS=str(stats_path), TORCHINDUCTOR_CACHE_DIR=str(cache),
                TRITON_CACHE_DIR=str(cache / "triton"), TORCH_LOGS="recompiles", PYTHONUNBUFFERED="1", **(more_env or {}))
     command = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
-               str(work / "video2queries.json"), "--query-mapping", str(work / "queries.tsv"), "--video-dir",
+               str(video2queries or work / "video2queries.json"), "--query-mapping", str(work / "queries.tsv"), "--video-dir",
                str(work / "videos"), "--output-dir", str(out_dir), "--no-progress", "--model-name", "m",
                "--query-batch-size", "64", *extra]  # the config default (the device has no jsonschema to read it)
     if args.tiny:
@@ -315,6 +322,14 @@ def _f(x, spec=".1f"):
     return "-" if x is None else format(x, spec)
 
 
+def _spread(values: list) -> str:
+    """The values themselves when few, else their range, mean and share of ones."""
+    if len(values) <= 200:
+        return str(sorted(set(values)) if values and isinstance(values[0], float) else values)
+    ones = f", {sum(v == 1 for v in values) / len(values):.0%} ones" if isinstance(values[0], int) else ""
+    return f"{min(values)}-{max(values)}, mean {sum(values) / len(values):.1f}{ones}"
+
+
 def write_markdown(r: dict, path: Path) -> None:
     mix = r.get("mix", {})
     lines = [f"# Rerank job: Qwen3-VL-8B shape, random weights, on {r['card']}", "",
@@ -322,9 +337,13 @@ def write_markdown(r: dict, path: Path) -> None:
              f"- produced by `benchmarks/rerank_job.py` (`{r['argv']}`): each row is one `python -m rankvideo.rerank` "
              "process (model load, compilation, decoding and scoring included)",
              f"- mix: {mix.get('videos')} videos, {mix.get('pairs')} pairs; frame sizes {sorted({tuple(s) for s in mix.get('sizes', [])})}; "
-             f"lengths (s) {sorted(set(mix.get('seconds', [])))}; queries per video (heavy-tailed) {mix.get('queries_per_video')}",
+             f"lengths (s) {_spread(mix.get('seconds', []))}; queries per video (heavy-tailed) "
+             f"{_spread(mix.get('queries_per_video', []))}"
+             + (f"; {mix['unique_videos']} clips encoded, the other videos hard links to them"
+                if mix.get("unique_videos", mix.get("videos")) < mix.get("videos", 0) else ""),
              f"- model: {r.get('model', {}).get('params', 0) / 1e9:.3f} B parameters, saved in {_f(r.get('model', {}).get('save_s'))} s",
-             "- cold = empty torch.compile cache folder; warm = the same folder again (another output folder)", "",
+             "- cold = empty torch.compile cache folder; warm = the same folder again (another output folder)"
+             + (f"; cold runs scored the first {r['cold_videos']} videos only" if r.get("cold_videos") else ""), "",
              "| run | rc | pairs | whole-command pairs/s | in-loop pairs/s | wall s | start-up s | first video done s | "
              "frames compiled | compile s | recompiles (after 1st video) | decode s (threads) | prepare s | waited s | "
              "scoring thread s | CPU s | GPU busy whole | GPU busy loop | peak alloc GiB | peak used GiB | "
@@ -366,6 +385,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="videos, model, outputs (default /dev/shm or a temp dir)")
     parser.add_argument("--code", action="append", default=[], help="NAME=DIR: a code version to run")
     parser.add_argument("--videos", type=int, default=160)
+    parser.add_argument("--unique-videos", type=int, help="encode only this many clips; the others are hard links")
+    parser.add_argument("--cold-videos", type=int,
+                        help="cold runs score only the first N videos (they fill the compile cache for the warm run)")
     parser.add_argument("--runs", default="cold,warm", help="cold,warm for every code version, in this order")
     parser.add_argument("--extra", action="append", default=[], help="NAME=ARGS: more CLI arguments for one version")
     parser.add_argument("--env", action="append", default=[], help="NAME=KEY=VALUE: an environment variable for one version")
@@ -407,7 +429,8 @@ def main(argv=None) -> int:
         json_path.write_text(json.dumps(slim, indent=1))
         write_markdown(slim, json_path.with_suffix(".md"))
 
-    result["mix"] = make_mix(work, args.videos, args.tiny)
+    result["cold_videos"] = args.cold_videos
+    result["mix"] = make_mix(work, args.videos, args.tiny, unique=args.unique_videos)
     print(f"mix: {result['mix']['videos']} videos, {result['mix']['pairs']} pairs, encoded in "
           f"{result['mix']['encode_s']} s", flush=True)
     import score_per_video as spv
@@ -440,8 +463,13 @@ def main(argv=None) -> int:
             if kind == "cold":
                 shutil.rmtree(cache, ignore_errors=True)
             cache.mkdir(parents=True, exist_ok=True)
+            subset = None
+            if kind == "cold" and args.cold_videos:
+                subset = work / "video2queries_cold.json"
+                every = json.loads((work / "video2queries.json").read_text())
+                subset.write_text(json.dumps(dict(list(every.items())[:args.cold_videos])))
             record = run_job(run_name, folder, work, model_dir, cache, work / f"out_{run_name}", args,
-                             extra.get(name, []), args.run_timeout_s, envs.get(name, {}))
+                             extra.get(name, []), args.run_timeout_s, envs.get(name, {}), subset)
             all_scores[run_name] = record.pop("scores")
             result["runs"].append(record)
             first = next(iter(all_scores))
