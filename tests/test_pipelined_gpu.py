@@ -76,6 +76,52 @@ def test_videos_batched_in_one_pass_never_wait_and_score_as_alone(tmp_path, comp
         pending = [backend.launch_many(batch) for batch in prepared]
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    per_pair = HFBackend.from_model(backend.model, backend.processor, mode="per_pair", compile=compile)
+    reference = [[s["logit_delta"] for s in per_pair.score_video(v, q)] for v, q in zip(videos, forms)]
     for batch, scores in zip(batches, pending):
         for i, part in zip(batch, scores):
-            assert [s["logit_delta"] for s in part.result()] == pytest.approx(alone[i], abs=0.05)
+            got = [s["logit_delta"] for s in part.result()]
+            assert got == pytest.approx(alone[i], abs=0.05)
+            assert got == pytest.approx(reference[i], abs=0.05)
+
+
+def test_suffix_rows_by_flash_calls_equal_the_masked_kernel(tmp_path):
+    """The split attention's masked rows (every video's suffixes) computed by two variable-length flash
+    calls merged by their log-sum-exps equal the memory-efficient kernel over the whole pass with the
+    mask: three videos of different prefix lengths and suffix counts, random queries, keys and values."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from rankvideo.backends.hf import SPLIT_ATTENTION, PreparedVideo
+
+    backend = HFBackend(str(build_tiny_vlm(tmp_path / "vlm", seed=3)), local_files_only=True, device="cuda",
+                        compile=False, video_batch=4)
+    assert backend._split_attention
+    module = backend.model.model.language_model.layers[0].self_attn
+    config = backend.model.model.language_model.config
+    heads, kv_heads, dim = config.num_attention_heads, config.num_key_value_heads, module.head_dim
+    prefixes, suffixes = [37, 50, 21], [[5, 7], [4], [6, 3, 8]]
+    batch = [PreparedVideo(video=None, queries=[""] * len(s), prefix_len=n,
+                           host={"rows": torch.tensor(s).cumsum(0) + n - 1}) for n, s in zip(prefixes, suffixes)]
+    kwargs = backend._split_layout(batch)
+    assert set(kwargs) == {"rankvideo_prefixes", "rankvideo_suffixes"}
+    segment, owner, next_segment = [-1] * sum(prefixes), [], 0
+    for video, n in enumerate(prefixes):
+        owner += [video] * n
+    for video, lengths in enumerate(suffixes):
+        for length in lengths:
+            segment += [next_segment] * length
+            owner += [video] * length
+            next_segment += 1
+    total, prefix = len(segment), sum(prefixes)
+    mask = backend._packed_mask(torch.tensor(segment, device="cuda"), prefix, torch.tensor(owner, device="cuda"))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, h, total, dim, device="cuda", generator=gen, dtype=torch.bfloat16)
+               for h in (heads, kv_heads, kv_heads))
+    attention = ALL_ATTENTION_FUNCTIONS[SPLIT_ATTENTION]
+    scaling = dim ** -0.5
+    flash, _ = attention(module, q, k, v, mask, scaling=scaling, dropout=0.0, **kwargs)
+    masked, _ = attention(module, q, k, v, mask, scaling=scaling, dropout=0.0,
+                          rankvideo_prefixes=kwargs["rankvideo_prefixes"])
+    assert flash.shape == masked.shape == (1, total, heads, dim)
+    assert (flash.float() - masked.float()).abs().max().item() < 2e-2
+    assert (flash[:, prefix:].float() - masked[:, prefix:].float()).abs().max().item() < 2e-2

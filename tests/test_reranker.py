@@ -418,6 +418,14 @@ def test_videos_batched_in_one_pass_score_as_alone(backend, videos):
     try:
         assert all(backend.fits(prepared[:i], prepared[i]) for i in range(4))
         together = [pending.result() for pending in backend.launch_many(prepared)]
+        passes = []
+        backend._launch_batch = lambda batch: passes.append(len(batch)) or type(backend)._launch_batch(backend, batch)
+        try:  # a batchable video alone takes the masked pass of a batch too (one call form to compile)
+            single = backend.launch_many(prepared[:1])[0].result()
+        finally:
+            del backend._launch_batch
+        assert passes == [1] and len(single) == 1
+        assert single[0]["logit_delta"] == pytest.approx(alone[0][0]["logit_delta"], abs=1e-4)
         assert not backend.fits(prepared, prepared[0])  # video_batch reached
         backend.video_batch = 8
         tokens = sum(int(p.host["input_ids"].shape[1]) for p in prepared)

@@ -15,6 +15,7 @@ run one full forward per pair, the reference's way; all paths give the same scor
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import sys
 import types
@@ -478,9 +479,10 @@ class HFBackend:
         first_chunk = int(t["rows"].shape[0])
         # one suffix: plainly causal (the kernels' own causal path)
         mask = None if first_chunk == 1 else self._packed_mask(t["token_segment"], prefix_len)
+        kwargs = {} if mask is None else self._split_layout([prepared])
         keep_cache = bool(prepared.chunks)
         with torch.inference_mode():
-            out, logp = self._forward(t, prepared.grid, mask, use_cache=keep_cache)
+            out, logp = self._forward(t, prepared.grid, mask, use_cache=keep_cache, **kwargs)
             logps = [logp]
             if keep_cache:
                 cache = getattr(out, "cache", None) or getattr(out, "past_key_values")
@@ -547,9 +549,11 @@ class HFBackend:
         """Queue several prepared videos on the device (see :meth:`fits`) and return each one's pending
         scores: one vision pass over all their frames and one LLM pass over their prefixes and suffixes
         laid end to end, so that a video with few queries does not run the model at batch one and the
-        host launches each layer once for all of them. Scores equal :meth:`launch`'s up to float rounding."""
+        host launches each layer once for all of them. Scores equal :meth:`launch`'s up to float rounding.
+        A batchable video alone takes the same masked pass, so that a job's last video, or one with a
+        single query, never compiles the unmasked call form."""
         batch = list(batch)
-        if len(batch) == 1 or not all(self.batchable(p) for p in batch):
+        if not all(self.batchable(p) for p in batch):
             return [self.launch(p) for p in batch]
         self._activate()
         with self._kernels(masked=True):
@@ -589,13 +593,31 @@ class HFBackend:
         owner = torch.repeat_interleave(torch.arange(len(batch), device=self.device).repeat(2),
                                         self._to_device(torch.tensor(prefixes + suffixes)),
                                         output_size=prefix_total + sum(suffixes))
-        kwargs = {}
-        if self._split_attention:
-            starts = torch.tensor([0] + prefix_at[1:] + [prefix_total], dtype=torch.int32)
-            kwargs["rankvideo_prefixes"] = (self._to_device(starts), max(prefixes))
         grid = torch.cat([p.grid for p in batch])
         with torch.inference_mode():
-            return self._forward(t, grid, self._packed_mask(segment, prefix_total, owner), **kwargs)[1]
+            return self._forward(t, grid, self._packed_mask(segment, prefix_total, owner),
+                                 **self._split_layout(batch))[1]
+
+    def _split_layout(self, batch: Sequence["PreparedVideo"]) -> dict:
+        """The split attention's keywords (:func:`_use_split_attention`) for a pass laid out as every video's
+        prefix, then every video's first chunk of suffixes: the prefixes' cumulative lengths and the longest
+        (``rankvideo_prefixes``); on a GPU also the suffixes' (``rankvideo_suffixes``), for the masked rows'
+        flash calls. From the host tensors: no host sync."""
+        import torch
+
+        if not self._split_attention:
+            return {}
+        prefixes = [p.prefix_len for p in batch]
+        kwargs = {"rankvideo_prefixes": (self._to_device(torch.tensor([0, *itertools.accumulate(prefixes)],
+                                                                      dtype=torch.int32)), max(prefixes))}
+        if self.device.type == "cuda":
+            ends = [(p.host["rows"] + (1 - p.prefix_len)).tolist() for p in batch]  # each suffix's end in its block
+            suffix_at = [0, *itertools.accumulate(e[-1] for e in ends)]  # where each video's suffixes start
+            bounds = [0] + [at + end for at, video in zip(suffix_at, ends) for end in video]
+            kwargs["rankvideo_suffixes"] = (
+                self._to_device(torch.tensor(suffix_at, dtype=torch.int32)), max(e[-1] for e in ends),
+                self._to_device(torch.tensor(bounds, dtype=torch.int32)), max(b - a for a, b in zip(bounds, bounds[1:])))
+        return kwargs
 
     # ------------------------------------------------------------------ generation
 
@@ -763,9 +785,12 @@ def _use_split_attention(model) -> bool:
     the kernels' own causal path, and the remaining rows (the packed suffixes) attend to all keys through
     the mask. Several videos' prefixes laid end to end (the keyword ``rankvideo_prefixes``: their
     cumulative lengths and the longest) are each causal within itself: one variable-length flash
-    attention call on a GPU, a call per prefix elsewhere. A
-    single masked call would make the kernel visit all T^2 (query, key) pairs; this visits about half of
-    the prefix's. Switched on for a model whose text attention is ``sdpa``; True when on."""
+    attention call on a GPU, a call per prefix elsewhere. On a GPU the suffixes' rows need no mask either
+    (the keyword ``rankvideo_suffixes``): two more variable-length flash calls, each suffix against its
+    own video's prefix and causally within itself, merged by their log-sum-exps. A single masked call
+    would make the kernel visit all T^2 (query, key) pairs; this visits about half of the prefix's, and
+    each suffix only its own video's keys. Switched on for a model whose text attention is ``sdpa``; True
+    when on."""
     import torch
 
     config = model.model.language_model.config
@@ -794,8 +819,30 @@ def _use_split_attention(model) -> bool:
         return torch.cat([sdpa(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **kwargs)[0]
                           for a, b in zip(bounds, bounds[1:])], dim=1)
 
+    def suffixes_attention(query, key, value, prefix, prefixes, suffixes, scale):
+        """The suffixes' rows on a GPU without the mask: each suffix token attends to all of its video's
+        prefix (one variable-length flash call, not causal: the prefix lies wholly before it) and causally
+        within its own suffix (a second call, one sequence per suffix); the two partial softmaxes are merged
+        by their log-sum-exps. A masked call would visit every (suffix token, key) pair of the pass, the
+        other videos' prefixes included, through the slower memory-efficient kernel. ``suffixes``: (each
+        video's suffix tokens, cumulative; the most; each suffix's length, cumulative; the longest), the
+        cumulative counts int32 on the device."""
+        starts, longest = prefixes
+        rows_at, most_rows, suffix_at, longest_suffix = suffixes
+        q = query[0, :, prefix:].transpose(0, 1)  # [rows, heads, head_dim]
+        k, v = (x[0].transpose(0, 1) for x in (key, value))  # [tokens, kv heads, head_dim]
+        flash = torch.ops.aten._flash_attention_forward
+        out_p, lse_p = flash(q, k[:prefix], v[:prefix], rows_at, starts, most_rows, longest, 0.0, False, False,
+                             scale=scale)[:2]
+        out_s, lse_s = flash(q, k[prefix:], v[prefix:], suffix_at, suffix_at, longest_suffix, longest_suffix, 0.0,
+                             True, False, scale=scale)[:2]
+        lse_p, lse_s = (x.t().unsqueeze(-1) for x in (lse_p, lse_s))  # [heads, rows] -> [rows, heads, 1]
+        both = torch.logaddexp(lse_p, lse_s)
+        return (out_p.float() * (lse_p - both).exp() + out_s.float() * (lse_s - both).exp()).to(query.dtype)[None]
+
     def attention(module, query, key, value, attention_mask, **kwargs):
         prefixes = kwargs.pop("rankvideo_prefixes", None)
+        suffixes = kwargs.pop("rankvideo_suffixes", None)
         rows, total = (attention_mask.shape[-2], query.shape[-2]) if attention_mask is not None else (0, 0)
         if attention_mask is None or attention_mask.dim() != 4 or rows >= total or key.shape[-2] != total:
             return sdpa(module, query, key, value, attention_mask, **kwargs)
@@ -805,7 +852,10 @@ def _use_split_attention(model) -> bool:
                                       **kwargs)
         else:
             head, _ = sdpa(module, query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix], None, **kwargs)
-        if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and attention_mask.is_floating_point():
+        flash = query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+        if flash and prefixes is not None and suffixes is not None:
+            tail = suffixes_attention(query, key, value, prefix, prefixes, suffixes, kwargs.get("scaling"))
+        elif flash and attention_mask.is_floating_point():
             # the masked rows straight to the memory-efficient kernel: PyTorch would pick cuDNN's, which
             # builds a new plan for every new length (see HFBackend's cudnn_attention)
             groups = getattr(module, "num_key_value_groups", 1)
