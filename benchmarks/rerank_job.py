@@ -11,11 +11,13 @@ One run on one card (issue 26, "Speed: the rerank job, not one video"):
 3. runs ``python -m rankvideo.rerank`` in a subprocess for each code version given with
    ``--code NAME=DIR`` (``DIR`` goes first on PYTHONPATH: e.g. the commit before a change and the
    change), cold (an empty torch.compile cache folder) and warm (the same folder again, a new output
-   folder), with ``TORCH_LOGS=recompiles``; a ``sitecustomize`` put on the child's path (it changes
-   nothing in the job) writes torch.compile's counters and the peak allocated GPU memory at exit;
+   folder), with ``TORCH_LOGS=recompiles``; torch.compile's counters and the peak allocated GPU memory
+   come from the CLI's "job stats at the end" log line (a ``sitecustomize`` put on the child's path
+   holds one experiment, ``RANKVIDEO_JOB_SWITCH_INTERVAL``);
 4. samples GPU utilisation and memory every 200 ms (NVML) while the job runs;
 5. reports per run: whole-command pairs/s (pairs / wall time of the process, start-up included),
-   in-loop pairs/s (pairs / the decode+score loop's time, summary.json), start-up (wall - loop),
+   in-loop pairs/s (pairs / the decode+score loop's time, summary.json), start-up and exit (wall -
+   loop), exit (from summary.json's writing, at the loop's end, to the process's end),
    frames compiled and seconds compiling, recompilations (TORCH_LOGS lines) in all and after the first
    video's scores were written, decode seconds (summary.json: time inside ``load_video`` summed over
    the threads), the process's CPU seconds, the share of 200-ms samples with the GPU busy (whole
@@ -58,38 +60,12 @@ LENGTHS = (6.0, 60.0)
 SOURCE_FPS = 12  # the clips' frame rate (24 in score_per_video; 12 keeps encoding 160 clips within a minute)
 
 SITECUSTOMIZE = '''
-import atexit, json, os, sys
-
-# the job's own process writes the stats; the processes it starts (a decode pool's forkserver, which
-# imports torch too and exits after the job) inherit this variable and write nothing
-os.environ.setdefault("RANKVIDEO_JOB_STATS_PID", str(os.getpid()))
+import os, sys
 
 # an experiment: how often a thread holding the GIL hands it over (Python's default 5 ms), e.g.
 # --env "NAME=RANKVIDEO_JOB_SWITCH_INTERVAL=0.0005"
 if os.environ.get("RANKVIDEO_JOB_SWITCH_INTERVAL"):
     sys.setswitchinterval(float(os.environ["RANKVIDEO_JOB_SWITCH_INTERVAL"]))
-
-def _rankvideo_job_stats():
-    path = os.environ.get("RANKVIDEO_JOB_STATS")
-    torch = sys.modules.get("torch")
-    if not path or torch is None or os.environ.get("RANKVIDEO_JOB_STATS_PID") != str(os.getpid()):
-        return
-    stats = {}
-    try:
-        from torch._dynamo.utils import compilation_time_metrics, counters
-        times = [t for k, v in compilation_time_metrics.items() if k.endswith("compile_inner") for t in v]
-        stats.update(frames_compiled=len(times), compile_s=sum(times),
-                     unique_graphs=int(counters["stats"]["unique_graphs"]))
-    except Exception as error:
-        stats["error"] = repr(error)
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        stats["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    with open(path, "w") as f:
-        json.dump(stats, f)
-
-atexit.register(_rankvideo_job_stats)
-if os.environ.get("RANKVIDEO_BENCH_SWITCH_INTERVAL"):  # an experiment: the GIL's switch interval (s)
-    sys.setswitchinterval(float(os.environ["RANKVIDEO_BENCH_SWITCH_INTERVAL"]))
 '''
 
 
@@ -218,9 +194,8 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
     site = work / "site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    stats_path = work / f"{out_dir.name}.stats.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), str(site), os.environ.get("PYTHONPATH", "")]),
-               RANKVIDEO_JOB_STATS=str(stats_path), TORCHINDUCTOR_CACHE_DIR=str(cache),
+               TORCHINDUCTOR_CACHE_DIR=str(cache),
                TRITON_CACHE_DIR=str(cache / "triton"), TORCH_LOGS="recompiles", PYTHONUNBUFFERED="1", **(more_env or {}))
     command = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model), "--video2queries",
                str(video2queries or work / "video2queries.json"), "--query-mapping", str(work / "queries.tsv"), "--video-dir",
@@ -255,9 +230,9 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
         if "triggered by the following guard failure" in line or line.strip().startswith("- "):
             key = line.strip()[:160]
             reasons[key] = reasons.get(key, 0) + 1
-    child = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     cli_stats = [json.loads(line.split("job stats at the end: ", 1)[1]) for line in stderr.splitlines()
                  if "job stats at the end: " in line]
+    child = cli_stats[-1] if cli_stats else {}
     loop_start = end - loop if loop else None
     # steady state: from the first score file written (compilation and warm-up behind) to the end
     first_pairs = sum(len(v) for v in json.loads(outputs[0].read_text()).values()) if outputs else 0
@@ -265,6 +240,7 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
     record.update(
         pairs=pairs, videos=summary.get("videos_scored"), failed=summary.get("videos_failed"),
         loop_s=loop, startup_s=(end - start - loop) if loop else None,
+        exit_s=(end - summary_path.stat().st_mtime) if summary_path.exists() else None,
         pairs_per_s_whole=pairs / (end - start) if pairs else None,
         pairs_per_s_loop=pairs / loop if loop and pairs else None,
         first_video_done_s=(first_done - start) if first_done else None,
@@ -273,8 +249,8 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
         recompiles=len(recompiles), recompiles_after_first_video=len(after_first),
         recompile_reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:12]),
         frames_compiled=child.get("frames_compiled"), compile_s=child.get("compile_s"),
-        unique_graphs=child.get("unique_graphs"), peak_allocated_gib=child.get("peak_allocated_gib"),
-        cli_stats=cli_stats[-1] if cli_stats else None,
+        unique_graphs=child.get("unique_graphs"), peak_allocated_gib=child.get("peak_gib"),
+        cli_stats=child or None,
         pairs_per_s_after_first_video=steady,
         gpu_busy_whole=sampler.busy(), gpu_busy_loop=sampler.busy(loop_start, end) if loop_start else None,
         gpu_busy_after_first_video=sampler.busy(first_done, end) if first_done else None,
@@ -344,16 +320,17 @@ def write_markdown(r: dict, path: Path) -> None:
              f"- model: {r.get('model', {}).get('params', 0) / 1e9:.3f} B parameters, saved in {_f(r.get('model', {}).get('save_s'))} s",
              "- cold = empty torch.compile cache folder; warm = the same folder again (another output folder)"
              + (f"; cold runs scored the first {r['cold_videos']} videos only" if r.get("cold_videos") else ""), "",
-             "| run | rc | pairs | whole-command pairs/s | in-loop pairs/s | wall s | start-up s | first video done s | "
+             "| run | rc | pairs | whole-command pairs/s | in-loop pairs/s | wall s | start-up and exit s | exit s | "
+             "first video done s | "
              "frames compiled | compile s | recompiles (after 1st video) | decode s (threads) | prepare s | waited s | "
              "scoring thread s | CPU s | GPU busy whole | GPU busy loop | peak alloc GiB | peak used GiB | "
              "pairs/s after the 1st video | GPU busy after the 1st video |",
-             "|---" * 22 + "|"]
+             "|---" * 23 + "|"]
     for run in r.get("runs", []):
         lines.append(
             f"| {run['name']} | {run['rc']} | {run['pairs']} | {_f(run['pairs_per_s_whole'], '.2f')} | "
             f"{_f(run['pairs_per_s_loop'], '.1f')} | {_f(run['wall_s'])} | {_f(run['startup_s'])} | "
-            f"{_f(run['first_video_done_s'])} | {_f(run['frames_compiled'], 'd')} | {_f(run['compile_s'])} | "
+            f"{_f(run.get('exit_s'))} | {_f(run['first_video_done_s'])} | {_f(run['frames_compiled'], 'd')} | {_f(run['compile_s'])} | "
             f"{run['recompiles']} ({run['recompiles_after_first_video']}) | {_f(run['decode_s'])} | "
             f"{_f(run.get('preparing_s'))} | {_f(run['waited_for_decode_s'])} | {_f(run.get('scoring_s'))} | {_f(run['cpu_s'])} | "
             f"{_f(run['gpu_busy_whole'] and 100 * run['gpu_busy_whole'], '.0f')}% | "

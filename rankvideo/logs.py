@@ -54,6 +54,21 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
 
 
+def exit_now(code: int):
+    """End the process with ``code`` once stdout, stderr and the log handlers are flushed, skipping the
+    interpreter's teardown: after torch, CUDA and torch.compile that teardown (freeing every module's
+    objects, their exit handlers, which only log) took 0.8-1.2 s on a 2-CPU machine and about 3 s of a
+    rerank job's wall time on an H200 node. For a command's own process once all its work is written;
+    never from library code, nor with worker processes that need an orderly shutdown (vLLM's engine)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken: nothing more can be said on it
+            pass
+    os._exit(code)
+
+
 def setup(level: int = logging.INFO) -> None:
     """Log to stderr (command-line use)."""
     logging.basicConfig(level=level, format=FORMAT, force=True)

@@ -3,4 +3,4 @@
 from rankvideo.scoring.rerank import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(exit_at_once=True))

@@ -585,7 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, exit_at_once: bool = False) -> int:
+    """The command. ``exit_at_once`` (the ``python -m`` entry points): with the hf backend, the process
+    ends as soon as the job is written and its summary printed (:func:`logs.exit_now`)."""
     args = build_parser().parse_args(argv)
     logs.setup()
     try:
@@ -619,7 +621,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary.line())
-    return 1 if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done) else 0
+    code = 1 if summary.pairs_asked and not (summary.pairs_scored + summary.pairs_already_done) else 0
+    if exit_at_once and args.backend == "hf":
+        logs.exit_now(code)
+    return code
 
 
 def scoring_settings(backend: str, options: dict) -> dict:
@@ -824,4 +829,4 @@ def gather(shard_dirs: Sequence, first_stage_path, predictions_dir, run_path, fa
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(exit_at_once=True))
