@@ -28,6 +28,7 @@ One run on one card (issue 26, "Speed: the rerank job, not one video"):
 Usage::
 
     python benchmarks/rerank_job.py --out DIR --code base=/path/to/old --code new=/path/to/new [--videos 24]
+    python benchmarks/rerank_job.py --out DIR --code new=. --videos 1000 --unique-videos 200 --cold-videos 60
     python benchmarks/rerank_job.py --out DIR --tiny --code new=.     # CPU smoke test, tiny model
 
 Writes ``DIR/rerank_job_<card>.json`` and ``.md`` after every run.
