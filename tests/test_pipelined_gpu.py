@@ -87,8 +87,8 @@ def test_videos_batched_in_one_pass_never_wait_and_score_as_alone(tmp_path, comp
 
 def test_suffix_rows_by_flash_calls_equal_the_masked_kernel(tmp_path):
     """The split attention's masked rows (every video's suffixes) computed by two variable-length flash
-    calls merged by their log-sum-exps equal the memory-efficient kernel over the whole pass with the
-    mask: three videos of different prefix lengths and suffix counts, random queries, keys and values."""
+    calls merged by their log-sum-exps equal SDPA over the whole pass with the mask: three videos of
+    different prefix lengths and suffix counts, random queries, keys and values."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     from rankvideo.backends.hf import SPLIT_ATTENTION, PreparedVideo

@@ -87,7 +87,8 @@ class HFBackend:
       video (60-100 ms per video lost, measured on an H200). Default (None): cuDNN only for single full
       prompts (one query, ``per_pair``), whose timings showed no such cost; scoring several queries
       against a shared prefix runs under ``sdpa_kernel([FLASH_ATTENTION, EFFICIENT_ATTENTION, MATH])``
-      (the packed suffixes' masked rows go to the memory-efficient kernel). True: PyTorch's own choice
+      (on a GPU the lean paths' suffix rows take flash calls, see :func:`_use_split_attention`; the
+      masked SDPA calls left are the KV-cache chunks'). True: PyTorch's own choice
       everywhere; False: no cuDNN attention at all.
     - ``compile``: ``torch.compile`` the vision blocks and the LLM decoder layers (the layers only for
       calls without a KV cache: full prompts and merged prefix+suffixes), which fuses their elementwise
@@ -510,7 +511,7 @@ class HFBackend:
         mask = mask[None, None]
         if not self._split_attention:
             return mask
-        dtype = self.model.dtype  # rows 16-byte aligned (what the kernel needs)
+        dtype = self.model.dtype  # rows 16-byte aligned (what SDPA's fused kernels need)
         # 8 columns more than the alignment needs: the row stride never equals the length, else a compiled
         # layer would keep one graph for lengths that are multiples of 8 and one for the rest
         bias = torch.full((1, 1, mask.shape[2], -(-total // 8) * 8 + 8), torch.finfo(dtype).min, dtype=dtype,
@@ -824,7 +825,7 @@ def _use_split_attention(model) -> bool:
         prefix (one variable-length flash call, not causal: the prefix lies wholly before it) and causally
         within its own suffix (a second call, one sequence per suffix); the two partial softmaxes are merged
         by their log-sum-exps. A masked call would visit every (suffix token, key) pair of the pass, the
-        other videos' prefixes included, through the slower memory-efficient kernel. ``suffixes``: (each
+        other videos' prefixes included, in a slower kernel. ``suffixes``: (each
         video's suffix tokens, cumulative; the most; each suffix's length, cumulative; the longest), the
         cumulative counts int32 on the device."""
         starts, longest = prefixes
@@ -855,16 +856,7 @@ def _use_split_attention(model) -> bool:
         flash = query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
         if flash and prefixes is not None and suffixes is not None:
             tail = suffixes_attention(query, key, value, prefix, prefixes, suffixes, kwargs.get("scaling"))
-        elif flash and attention_mask.is_floating_point():
-            # the masked rows straight to the memory-efficient kernel: PyTorch would pick cuDNN's, which
-            # builds a new plan for every new length (see HFBackend's cudnn_attention)
-            groups = getattr(module, "num_key_value_groups", 1)
-            key, value = (x.repeat_interleave(groups, dim=1) if groups > 1 else x for x in (key, value))
-            bias = attention_mask.expand(query.shape[0], query.shape[1], rows, total)
-            tail = torch.ops.aten._scaled_dot_product_efficient_attention(
-                query[:, :, prefix:].contiguous(), key, value, bias, False, 0.0, False, scale=kwargs.get("scaling"))[0]
-            tail = tail.transpose(1, 2)
-        else:
+        else:  # the CPU, float32: through the mask
             tail, _ = sdpa(module, query[:, :, prefix:], key, value, attention_mask, **kwargs)
         return torch.cat([head, tail], dim=1), None
 

@@ -719,7 +719,8 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
     the same rate in the loop (benchmarks/results/rerank_job_nvidia-h200.md, runs 7-9), so threads stay
     the default."""
 
-    if video_ids is None or list(video_ids):  # the weights read from disk while the imports below run
+    empty_shard = video_ids is not None and not list(video_ids)  # no model to load
+    if not empty_shard:  # the weights read from disk while the imports below run
         models.prefetch_weights(model, models.LoadOptions(cache_dir=(options or {}).get("cache_dir")))
     model_name = model_name or models.model_name(model)
     record = training_record(model)
@@ -744,7 +745,7 @@ def run(model: str, video2queries, queries, resolver, output_dir, settings: Vide
                 "descriptions": {"path": str(descriptions), "sha256": provenance.file_sha256(descriptions)} if descriptions else None}
     pool = None
     try:
-        if video_ids is not None and not list(video_ids):  # an empty shard: no model to load
+        if empty_shard:
             score_video = None
         else:
             if compile_cache and backend == "hf":
