@@ -33,32 +33,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rankvideo.data import formats  # noqa: E402
 from rankvideo.evaluation.evaluate import evaluate_run, rerank_run  # noqa: E402
+from rerank_job import spearman  # noqa: E402
 
 VARIANTS = {"float32": ["--dtype", "float32"], "bfloat16": ["--dtype", "bfloat16"],
             "fp8": ["--dtype", "float32", "--fp8"], "fp8_bf16": ["--dtype", "bfloat16", "--fp8"]}
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rho (average ranks for ties)."""
-    def ranks(x):
-        order = sorted(range(len(x)), key=lambda i: x[i])
-        r = [0.0] * len(x)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    if len(a) < 2:
-        return 1.0
-    return statistics.correlation(ranks(a), ranks(b))
 
 
 def compare(reference: dict, other: dict) -> dict:

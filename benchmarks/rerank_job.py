@@ -44,6 +44,7 @@ import random
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -261,6 +262,29 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
     return record
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rho of two equally long lists (average ranks for ties)."""
+    def ranks(x):
+        order = sorted(range(len(x)), key=lambda i: x[i])
+        r = [0.0] * len(x)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    if len(a) < 2:
+        return 1.0
+    ra, rb = ranks(a), ranks(b)
+    if len(set(ra)) < 2 or len(set(rb)) < 2:
+        return 1.0 if ra == rb else 0.0
+    return statistics.correlation(ra, rb)
+
+
 def agreement(reference: dict, other: dict) -> dict:
     """max |delta logit_delta| and Spearman's rho over the pairs both runs scored."""
     a, b = [], []
@@ -275,21 +299,8 @@ def agreement(reference: dict, other: dict) -> dict:
                     b.append(mine[video][qid]["logit_delta"])
     if not a:
         return {}
-
-    def ranks(x):
-        order = sorted(range(len(x)), key=lambda i: x[i])
-        r = [0.0] * len(x)
-        for rank, i in enumerate(order):
-            r[i] = rank
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    n = len(a)
-    mean = (n - 1) / 2
-    cov = sum((x - mean) * (y - mean) for x, y in zip(ra, rb))
-    var = sum((x - mean) ** 2 for x in ra)
-    return {"pairs": n, "max_abs_delta": max(abs(x - y) for x, y in zip(a, b)),
-            "spearman": cov / var if var else 1.0, "spread": max(a) - min(a)}
+    return {"pairs": len(a), "max_abs_delta": max(abs(x - y) for x, y in zip(a, b)),
+            "spearman": spearman(a, b), "spread": max(a) - min(a)}
 
 
 # ----------------------------------------------------------------------------- report
