@@ -275,10 +275,12 @@ def resolve(name):
     """pip's resolution of one env's pins from PyPI alone (no local config). An env of this Python
     resolves natively (sdists allowed: snakemake needs connection_pool, an sdist); another Python needs
     --platform, hence wheels only, for Linux x86-64 with glibc <= 2.35 — snakemake is left out there
-    (same pin, resolved by the other envs). pip reads only the wheels' metadata (PEP 658)."""
+    (same pin, resolved by the other envs). The index serves no separate metadata files (PEP 658), so
+    pip would download every wheel whole (torch and the CUDA libraries: gigabytes, and CI once failed
+    on a dropped connection mid-wheel); fast-deps reads each wheel's metadata by HTTP range requests."""
     python, wanted, requirements = env_file(name)
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", "-",
-               "--index-url", "https://pypi.org/simple"]
+               "--use-feature=fast-deps", "--index-url", "https://pypi.org/simple"]
     if python != f"{sys.version_info.major}.{sys.version_info.minor}":
         wanted = {k: v for k, v in wanted.items() if k != "snakemake"}
         requirements = [r for r in requirements if not r.startswith("snakemake==")]
@@ -286,7 +288,10 @@ def resolve(name):
                     *[arg for p in PLATFORMS for arg in ("--platform", p)]]
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}  # no local constraints, find-links or extra indexes
     env = {k: v for k, v in env.items() if k not in ("PIP_FIND_LINKS", "PIP_CONSTRAINT", "PIP_EXTRA_INDEX_URL")}
-    done = subprocess.run(command + requirements, capture_output=True, text=True, env=env, timeout=240)
+    for _ in range(3):  # a dropped connection is pip's "issue with network connectivity": ask again
+        done = subprocess.run(command + requirements, capture_output=True, text=True, env=env, timeout=240)
+        if done.returncode == 0 or "network connectivity" not in done.stderr:
+            break
     return name, wanted, done
 
 
