@@ -361,6 +361,18 @@ def train_and_save(trainer, checkpoints: Path, processor, output_dir, stage: str
     if trainer.is_world_process_zero():
         trainer.model = finalize(trainer.model, processor, output_dir, stage, base_model, settings, data_files,
                                  trainer.state.log_history, extra, data_hashes=fingerprint["data"])
+    _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under torchrun: every rank waits until the main one has saved, then the group is torn down
+    in order. A rank that left with its gloo threads still running was once aborted at exit
+    ("terminate called without an active exception") while the main process was still saving."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def exit_with(error: Exception) -> int:
