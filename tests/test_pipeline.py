@@ -94,6 +94,8 @@ def test_pipeline_end_to_end(finished_run):
         text = log.read_text()
         assert "\r" not in text and " INFO qwen_vl_utils" not in text, log
     assert "rerank stage2: " in (repo / "results/logs/rerank/stage2/0.log").read_text()
+    for log in (repo / "results/logs/rerank").rglob("*.log"):  # an hf shard's process ends at once (logs.exit_now)
+        assert "pairs scored" in log.read_text().splitlines()[-1], log  # after its summary reached the log
     # every candidate pair scored once per system, gathered into one folder and a TREC run
     v2q = formats.read_video2queries(repo / "results/first_stage/video2queries_test.json")
     for system in ("base", "stage1", "stage2"):
