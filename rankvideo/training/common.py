@@ -370,8 +370,8 @@ def _end_process_group() -> None:
     ("terminate called without an active exception") while the main process was still saving."""
     import torch.distributed as dist
 
+    _barrier()
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
 
 
