@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rankvideo.data import formats  # noqa: E402
 from rankvideo.evaluation.evaluate import evaluate_run, rerank_run  # noqa: E402
+from rankvideo.video import VideoSettings  # noqa: E402
 from rerank_job import spearman  # noqa: E402
 
 VARIANTS = {"float32": ["--dtype", "float32"], "bfloat16": ["--dtype", "bfloat16"],
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
     model = args.model or results / "models" / "stage2"
     run_info = json.loads(next((results / "rerank" / "stage2" / "shards").glob("*/run_info.json")).read_text())
     video = run_info["video"]
-    tokens = video["max_pixels"] // (video["image_patch_size"] * 2) ** 2
+    settings = VideoSettings.from_dict(video)
+    tokens = settings.max_pixels // settings.factor ** 2  # the shards' tokens per frame (VideoSettings.with_tokens)
     first_stage = formats.read_first_stage_json(results / "first_stage" / "test.json")
     qrels = formats.read_qrels(results / "benchmark" / "qrels.txt")
     common = [sys.executable, "-m", "rankvideo.rerank", "--model", str(model),

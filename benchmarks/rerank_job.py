@@ -44,7 +44,6 @@ import random
 import re
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import threading
@@ -263,26 +262,15 @@ def run_job(name: str, code: Path, work: Path, model: Path, cache: Path, out_dir
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rho of two equally long lists (average ranks for ties)."""
-    def ranks(x):
-        order = sorted(range(len(x)), key=lambda i: x[i])
-        r = [0.0] * len(x)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
+    """Spearman's rho of two equally long lists (scipy's: average ranks for ties); 1.0 for fewer than two
+    values, and where one list is constant, 1.0 if both are, else 0.0."""
+    from scipy import stats
 
     if len(a) < 2:
         return 1.0
-    ra, rb = ranks(a), ranks(b)
-    if len(set(ra)) < 2 or len(set(rb)) < 2:
-        return 1.0 if ra == rb else 0.0
-    return statistics.correlation(ra, rb)
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return float(len(set(a)) == len(set(b)))
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def agreement(reference: dict, other: dict) -> dict:

@@ -13,5 +13,6 @@ with logs.to_file(snakemake.log[0]):
              models_config=snakemake.params.models, model_name=snakemake.wildcards.system,
              descriptions=getattr(snakemake.input, "descriptions", None)),
         settings["backend"], snakemake.config["environments"], str(output_dir) + ".step.json")
-if settings["backend"] == "hf":  # the shard is written and its log closed: skip the interpreter's teardown
-    logs.exit_now(0)
+# the shard is written and its log closed: skip the interpreter's teardown (a vLLM engine ran in a child
+# interpreter of pipeline.run_step, which has ended)
+logs.exit_now(0)
